@@ -1,0 +1,1 @@
+//! Look up and annotate contacts and accounts in a REST CRM.

@@ -1,0 +1,1 @@
+//! Outline, word counts, action items and dates in a document's text.

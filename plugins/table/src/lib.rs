@@ -1,0 +1,1 @@
+//! Filter, sort, group and summarise tabular data.

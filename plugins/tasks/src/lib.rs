@@ -1,0 +1,1 @@
+//! A personal task list kept in the plugin key-value store.

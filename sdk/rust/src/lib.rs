@@ -1,0 +1,1 @@
+//! Guest SDK for Cairn plugin authors: write tools as plain Rust functions over serde types.

@@ -1,0 +1,1 @@
+//! The Cairn service: axum API, authentication, configuration and the cairn command-line tool.

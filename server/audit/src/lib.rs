@@ -1,0 +1,1 @@
+//! The tamper-evident audit ledger: steps, hash chain, PostgreSQL and SQLite stores, query, export, verify.

@@ -1,0 +1,1 @@
+//! A deliberately hostile plugin used by the runtime's sandbox tests.

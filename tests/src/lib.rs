@@ -1,0 +1,1 @@
+//! Black-box end-to-end tests against a running Cairn.
