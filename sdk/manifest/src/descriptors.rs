@@ -292,6 +292,38 @@ mod tests {
         );
     }
 
+    /// What a plugin built with the SDK describes: schemars output, with `$schema` and
+    /// `title`, checked against the same schema pasted into a manifest without them.
+    #[test]
+    fn schemars_output_matches_its_manifest_copy() {
+        #[derive(schemars::JsonSchema)]
+        #[allow(dead_code)]
+        struct AddTask {
+            /// The task's title.
+            title: String,
+            due: Option<String>,
+        }
+        let generated = schemars::schema_for!(AddTask).to_value();
+        assert_eq!(generated["title"], "AddTask");
+        let mut in_manifest = generated.clone();
+        in_manifest.as_object_mut().unwrap().remove("$schema");
+        in_manifest.as_object_mut().unwrap().remove("title");
+        let m = Manifest::from_json_str(
+            &json!({
+                "id": "t", "version": "1.0.0", "publisher": "p", "description": "d",
+                "tools": [{ "name": "add_task", "description": "Adds.", "input_schema": in_manifest, "output_schema": true }]
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let code = [ToolDescriptor {
+            name: "add_task".into(),
+            input_schema: generated,
+            output_schema: json!(true),
+        }];
+        m.check_descriptors(&code).unwrap();
+    }
+
     #[test]
     fn pointer_escapes_keys() {
         let d = first_difference(&json!({"a/b": {"c~d": 1}}), &json!({"a/b": {"c~d": 2}})).unwrap();

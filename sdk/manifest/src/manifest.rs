@@ -153,6 +153,24 @@ pub struct Permissions {
     pub max_outbound_requests: u32,
 }
 
+impl Annotations {
+    /// Whether the host must ask the user before running the tool: every tool not
+    /// marked `read_only`.
+    pub fn requires_approval(&self) -> bool {
+        !self.read_only
+    }
+}
+
+impl Permissions {
+    /// Whether any of `outbound_hosts` allows a request to `scheme://host:port`
+    /// (see [`HostPattern::matches`]).
+    pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
+        self.outbound_hosts
+            .iter()
+            .any(|p| p.matches(scheme, host, port))
+    }
+}
+
 /// Default permission values, named so serde, schemars and `Default` agree.
 mod defaults {
     pub fn kv_quota_bytes() -> u64 {
@@ -751,6 +769,21 @@ mod tests {
         let mut v = base();
         v["permissions"] = json!({"oauth": null});
         assert!(parse(&v).unwrap().permissions.oauth.is_none());
+    }
+
+    #[test]
+    fn helpers() {
+        let mut v = base();
+        v["permissions"] =
+            json!({"outbound_hosts": ["https://*.example.com", "http://127.0.0.1:8080"]});
+        v["tools"][0]["annotations"] = json!({"read_only": true});
+        let m = parse(&v).unwrap();
+        assert!(m.permissions.allows("https", "api.example.com", 443));
+        assert!(m.permissions.allows("http", "127.0.0.1", 8080));
+        assert!(!m.permissions.allows("https", "example.com", 443));
+        assert!(!Permissions::default().allows("https", "api.example.com", 443));
+        assert!(!m.tools[0].annotations.requires_approval());
+        assert!(Annotations::default().requires_approval());
     }
 
     #[test]
