@@ -1,1 +1,53 @@
-//! The tamper-evident audit ledger: steps, hash chain, PostgreSQL and SQLite stores, query, export, verify.
+//! The tamper-evident audit ledger: steps, hash chain, PostgreSQL and SQLite stores,
+//! query, export, verify.
+//!
+//! Every step the copilot takes is appended to its run's hash chain before the next
+//! action happens; ended runs are sealed into a per-tenant chain; the database refuses
+//! updates and deletes; retention goes through one audited purge; [`Ledger::verify`] names
+//! the first broken link.
+//!
+//! ```no_run
+//! # async fn demo() -> cairn_audit::Result<()> {
+//! use cairn_audit::*;
+//! let ledger = <dyn Ledger>::open("sqlite::memory:").await?;
+//! let tenant = TenantId::parse("acme")?;
+//! let run = ledger
+//!     .start_run(NewRun {
+//!         tenant: tenant.clone(),
+//!         user: UserId::parse("alice")?,
+//!         conversation_id: None,
+//!         model: "smollm2-135m".into(),
+//!     })
+//!     .await?;
+//! ledger
+//!     .append(&tenant, run.id, NewStep {
+//!         actor: Actor::parse("user:alice")?,
+//!         step: StepKind::UserMessage { text: "hello".into() },
+//!     })
+//!     .await?;
+//! println!("{}", ledger.verify(Some(&tenant), None, None).await?);
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub mod canonical;
+mod error;
+mod ids;
+mod ledger;
+mod model;
+mod pg;
+mod query;
+mod sqlite;
+mod step;
+mod verify;
+
+pub use canonical::{Hash, canonical_json};
+pub use error::{LedgerError, Result};
+pub use ids::{Actor, ConversationId, PluginId, RunId, TenantId, ToolName, UserId};
+pub use ledger::{Backend, Ledger, LedgerOptions, open};
+pub use model::{NewRun, NewStep, PurgeReport, Run, SealBody, StepRecord};
+pub use pg::PgLedger;
+pub use query::{CSV_HEADER, Cursor, MAX_PAGE, StepPage, StepQuery, write_csv, write_jsonl};
+pub use sqlite::SqliteLedger;
+pub use step::{ApprovalOutcome, PolicyOutcome, RunStatus, StepKind, step_schema};
+pub use verify::{Break, Problem, VerifyCounts, VerifyReport};

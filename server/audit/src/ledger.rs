@@ -1,0 +1,182 @@
+//! The store-independent interface.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::stream::{self, BoxStream, StreamExt};
+
+use crate::error::{LedgerError, Result};
+use crate::ids::{Actor, RunId, TenantId};
+use crate::model::{NewRun, NewStep, PurgeReport, Run, StepRecord};
+use crate::query::{StepPage, StepQuery};
+use crate::verify::VerifyReport;
+
+/// Which database a ledger writes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL: the production store.
+    Postgres,
+    /// SQLite: the embedded default.
+    Sqlite,
+}
+
+/// Tuning that matters for failing closed.
+#[derive(Clone, Debug)]
+pub struct LedgerOptions {
+    /// Upper bound on any one store operation, connection acquisition included. When it
+    /// passes, the operation fails with [`LedgerError::Unavailable`].
+    pub operation_timeout: Duration,
+    /// Pool size.
+    pub max_connections: u32,
+    /// Run the embedded migrations on open.
+    pub migrate: bool,
+}
+
+impl Default for LedgerOptions {
+    fn default() -> Self {
+        Self {
+            operation_timeout: Duration::from_secs(5),
+            max_connections: 16,
+            migrate: true,
+        }
+    }
+}
+
+/// The audit ledger. Both stores implement it with the same behaviour (one test suite
+/// runs against both); callers hold an `Arc<dyn Ledger>`.
+///
+/// Every write returns only after its transaction committed. A run's steps get seq 0, 1,
+/// 2, … in append order; when a run's terminal step (`final_answer`, `run_failed`,
+/// `run_cancelled`) is appended, the run is sealed into its tenant's chain in the same
+/// transaction.
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    /// Which database this is.
+    fn backend(&self) -> Backend;
+
+    /// Starts a run: records its header, whose hash is the `prev_hash` of step 0.
+    async fn start_run(&self, new: NewRun) -> Result<Run>;
+
+    /// Appends one step to a running run of `tenant`. Fails with
+    /// [`LedgerError::RunNotFound`] for an unknown run or another tenant's run,
+    /// [`LedgerError::RunEnded`] after a terminal step, and
+    /// [`LedgerError::Unavailable`] when the database cannot be reached in time.
+    async fn append(&self, tenant: &TenantId, run: RunId, step: NewStep) -> Result<StepRecord>;
+
+    /// A run's header and current state.
+    async fn run(&self, tenant: &TenantId, run: RunId) -> Result<Run>;
+
+    /// A run's full trail, in seq order.
+    async fn trail(&self, tenant: &TenantId, run: RunId) -> Result<Vec<StepRecord>>;
+
+    /// One page of steps matching the query, oldest first.
+    async fn query(&self, query: &StepQuery) -> Result<StepPage>;
+
+    /// Removes the runs of `tenant` sealed before `cutoff` (only sealed runs) and records
+    /// the purge, by `actor`, in the tenant chain, so verification still passes and says
+    /// what was removed. The cutoff may not be in the future.
+    async fn purge_before(
+        &self,
+        tenant: &TenantId,
+        cutoff: DateTime<Utc>,
+        actor: &Actor,
+    ) -> Result<PurgeReport>;
+
+    /// Recomputes every hash (of one tenant or all) and reports the first broken link.
+    /// `from`/`to` restrict the runs checked to those started in `[from, to)`; seal chains
+    /// are always checked whole.
+    async fn verify(
+        &self,
+        tenant: Option<&TenantId>,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<VerifyReport>;
+
+    /// Every step matching the query (the cursor and page size of `query` are where it
+    /// starts and how many rows are fetched at a time), as a stream read page by page:
+    /// memory stays at one page however large the export.
+    fn export(&self, query: StepQuery) -> BoxStream<'_, Result<StepRecord>> {
+        let pages = stream::try_unfold(Some(query), move |q| async move {
+            let Some(q) = q else { return Ok(None) };
+            let page = self.query(&q).await?;
+            let next = page.next.map(|c| {
+                let mut n = q.clone();
+                n.after = Some(c);
+                n
+            });
+            Ok::<_, LedgerError>(Some((stream::iter(page.steps.into_iter().map(Ok)), next)))
+        });
+        pages.try_flatten().boxed()
+    }
+}
+
+use futures::TryStreamExt;
+
+impl dyn Ledger {
+    /// Opens the ledger at `url` with default options: `postgres://…`/`postgresql://…` for
+    /// PostgreSQL, `sqlite:…` (a file path or `sqlite::memory:`) for SQLite. Migrations run.
+    pub async fn open(url: &str) -> Result<Arc<dyn Ledger>> {
+        open(url, LedgerOptions::default()).await
+    }
+}
+
+/// Opens the ledger at `url`, choosing the store from the URL scheme, and runs the
+/// migrations unless `options.migrate` is false.
+pub async fn open(url: &str, options: LedgerOptions) -> Result<Arc<dyn Ledger>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(crate::pg::PgLedger::connect(url, options).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(
+            crate::sqlite::SqliteLedger::connect(url, options).await?,
+        ))
+    } else {
+        Err(LedgerError::Invalid {
+            what: "ledger url",
+            reason: "expected a postgres://, postgresql:// or sqlite: URL".into(),
+        })
+    }
+}
+
+/// Runs a store operation under the availability bound, mapping driver errors.
+pub(crate) async fn bounded<T, F>(operation: &'static str, limit: Duration, f: F) -> Result<T>
+where
+    F: std::future::Future<Output = std::result::Result<T, OpError>>,
+{
+    let start = std::time::Instant::now();
+    match tokio::time::timeout(limit, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(OpError::Sqlx(e))) => Err(LedgerError::from_sqlx(operation, start.elapsed(), e)),
+        Ok(Err(OpError::Ledger(e))) => Err(e),
+        Err(_) => Err(LedgerError::Unavailable {
+            operation,
+            elapsed: start.elapsed(),
+            reason: format!("no answer within {limit:?}"),
+        }),
+    }
+}
+
+/// An error inside a bounded operation, before mapping.
+pub(crate) enum OpError {
+    Sqlx(sqlx::Error),
+    Ledger(LedgerError),
+}
+
+impl From<sqlx::Error> for OpError {
+    fn from(e: sqlx::Error) -> Self {
+        OpError::Sqlx(e)
+    }
+}
+
+impl From<LedgerError> for OpError {
+    fn from(e: LedgerError) -> Self {
+        OpError::Ledger(e)
+    }
+}
+
+impl From<serde_json::Error> for OpError {
+    fn from(e: serde_json::Error) -> Self {
+        OpError::Ledger(e.into())
+    }
+}

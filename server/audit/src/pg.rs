@@ -1,0 +1,815 @@
+//! The PostgreSQL store.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use sha2::{Digest, Sha256};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, QueryBuilder, Row};
+use uuid::Uuid;
+
+use crate::canonical::{self, Hash, canonical_json, hash_time, truncate_micros};
+use crate::error::{LedgerError, Result};
+use crate::ids::{Actor, RunId, TenantId};
+use crate::ledger::{Backend, Ledger, LedgerOptions, OpError, bounded};
+use crate::model::{NewRun, NewStep, PurgeReport, Run, SealBody, StepRecord};
+use crate::query::{Cursor, StepPage, StepQuery};
+use crate::step::RunStatus;
+use crate::verify::{self, RunRow, SealRow, StepRow, TenantVerifier, VerifyCounts, VerifyReport};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// How many runs' heads a ledger remembers between appends (it forgets all past this).
+const HEAD_CACHE_MAX: usize = 100_000;
+
+/// What an appender knows about a run's tip.
+#[derive(Clone)]
+struct Head {
+    tenant: String,
+    user_id: String,
+    next_seq: i64,
+    last_hash: Hash,
+    status: RunStatus,
+}
+
+/// The PostgreSQL ledger.
+///
+/// Appends use one autocommitted statement when this process already knows the run's tip
+/// (a conditional `UPDATE` of the run head joined to the `INSERT` of the step: it succeeds
+/// only if nobody appended in between), and otherwise a transaction that locks the run
+/// head with `SELECT … FOR UPDATE`. Terminal steps always take the locking path, because
+/// sealing also locks the tenant head.
+pub struct PgLedger {
+    pool: PgPool,
+    options: LedgerOptions,
+    heads: Mutex<HashMap<Uuid, Head>>,
+}
+
+const STEP_COLUMNS: &str = "s.id, s.tenant, s.run_id, s.seq, s.kind, s.actor, s.at, s.user_id, \
+     s.plugin_id, s.tool_name, s.payload, s.prev_hash, s.hash";
+
+fn step_row(r: &PgRow) -> std::result::Result<StepRow, sqlx::Error> {
+    Ok(StepRow {
+        id: r.try_get("id")?,
+        tenant: r.try_get("tenant")?,
+        run_id: r.try_get("run_id")?,
+        seq: r.try_get("seq")?,
+        kind: r.try_get("kind")?,
+        actor: r.try_get("actor")?,
+        at: r.try_get("at")?,
+        user_id: r.try_get("user_id")?,
+        plugin_id: r.try_get("plugin_id")?,
+        tool_name: r.try_get("tool_name")?,
+        payload: r.try_get("payload")?,
+        prev_hash: r.try_get("prev_hash")?,
+        hash: r.try_get("hash")?,
+    })
+}
+
+fn status_of(s: &str) -> std::result::Result<RunStatus, OpError> {
+    RunStatus::parse(s)
+        .ok_or_else(|| OpError::Ledger(LedgerError::Corrupt(format!("run status {s:?}"))))
+}
+
+impl PgLedger {
+    /// Connects (bounded by `options.operation_timeout`) and runs the migrations.
+    #[tracing::instrument(skip_all)]
+    pub async fn connect(url: &str, options: LedgerOptions) -> Result<Self> {
+        let ms = options.operation_timeout.as_millis().to_string();
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(|e| LedgerError::Invalid {
+                what: "postgres url",
+                reason: e.to_string(),
+            })?
+            // The server gives up on a statement (or a lock wait) when the client would,
+            // and drops a transaction abandoned by a vanished client after a minute.
+            .options([
+                ("statement_timeout", ms.as_str()),
+                ("idle_in_transaction_session_timeout", "60000"),
+            ]);
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.operation_timeout)
+            .connect_lazy_with(connect);
+        let ledger = Self {
+            pool,
+            options,
+            heads: Mutex::new(HashMap::new()),
+        };
+        if ledger.options.migrate {
+            let start = std::time::Instant::now();
+            let mut conn =
+                tokio::time::timeout(ledger.options.operation_timeout, ledger.pool.acquire())
+                    .await
+                    .map_err(|_| LedgerError::Unavailable {
+                        operation: "connect",
+                        elapsed: start.elapsed(),
+                        reason: "no connection within the operation timeout".into(),
+                    })?
+                    .map_err(|e| LedgerError::from_sqlx("connect", start.elapsed(), e))?;
+            // Migrations may take longer than one append is allowed to.
+            sqlx::query("SET statement_timeout = 0")
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| LedgerError::from_sqlx("migrate", start.elapsed(), e))?;
+            MIGRATOR.run(&mut *conn).await?;
+            conn.close()
+                .await
+                .map_err(|e| LedgerError::from_sqlx("migrate", start.elapsed(), e))?;
+        }
+        Ok(ledger)
+    }
+
+    /// The connection pool, for callers that need to run their own SQL (tests, tools).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn cached(&self, run: &Uuid) -> Option<Head> {
+        self.heads.lock().ok().and_then(|m| m.get(run).cloned())
+    }
+
+    fn remember(&self, run: Uuid, head: Option<Head>) {
+        if let Ok(mut m) = self.heads.lock() {
+            match head {
+                Some(h) if !h.status.is_terminal() => {
+                    if m.len() >= HEAD_CACHE_MAX {
+                        m.clear();
+                    }
+                    m.insert(run, h);
+                }
+                _ => {
+                    m.remove(&run);
+                }
+            }
+        }
+    }
+
+    /// The single-statement append; `Ok(None)` when the cached tip was stale.
+    async fn append_fast(
+        &self,
+        run: Uuid,
+        head: &Head,
+        step: &NewStep,
+    ) -> std::result::Result<Option<(StepRecord, Head)>, OpError> {
+        let at = truncate_micros(Utc::now());
+        let payload = serde_json::to_value(&step.step)?;
+        let seq = head.next_seq;
+        let hash = canonical::step_hash(
+            &head.last_hash,
+            &run.to_string(),
+            &head.tenant,
+            seq as u64,
+            step.actor.as_str(),
+            &at,
+            &payload,
+        )?;
+        let status = step.step.status_after();
+        let row = sqlx::query(
+            "WITH h AS (
+                 UPDATE audit_run_heads SET next_seq = $3 + 1, last_hash = $12, status = $13
+                 WHERE run_id = $2 AND next_seq = $3 AND last_hash = $11
+                   AND status IN ('running', 'awaiting_approval')
+                 RETURNING run_id)
+             INSERT INTO audit_steps
+                 (tenant, run_id, seq, kind, actor, at, user_id, plugin_id, tool_name, payload, prev_hash, hash)
+             SELECT $1, h.run_id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM h
+             RETURNING id",
+        )
+        .bind(&head.tenant)
+        .bind(run)
+        .bind(seq)
+        .bind(step.step.kind_name())
+        .bind(step.actor.as_str())
+        .bind(at)
+        .bind(&head.user_id)
+        .bind(step.step.plugin_id().map(|p| p.as_str()))
+        .bind(step.step.tool_name().map(|t| t.as_str()))
+        .bind(&payload)
+        .bind(head.last_hash.as_bytes().as_slice())
+        .bind(hash.as_bytes().as_slice())
+        .bind(status.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let rec = self.record(row.try_get("id")?, run, head, seq, at, step, hash)?;
+        let next = Head {
+            next_seq: seq + 1,
+            last_hash: hash,
+            status,
+            ..head.clone()
+        };
+        Ok(Some((rec, next)))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        id: i64,
+        run: Uuid,
+        head: &Head,
+        seq: i64,
+        at: DateTime<Utc>,
+        step: &NewStep,
+        hash: Hash,
+    ) -> Result<StepRecord> {
+        Ok(StepRecord {
+            id,
+            tenant: TenantId::parse(head.tenant.clone())?,
+            run_id: RunId::from_uuid(run)?,
+            seq: seq as u64,
+            at,
+            actor: step.actor.clone(),
+            user: crate::ids::UserId::parse(head.user_id.clone())?,
+            step: step.step.clone(),
+            prev_hash: head.last_hash,
+            hash,
+        })
+    }
+
+    /// The locking append (and sealing, for terminal steps) in one transaction.
+    async fn append_locked(
+        &self,
+        tenant: &TenantId,
+        run: Uuid,
+        step: &NewStep,
+    ) -> std::result::Result<(StepRecord, Head), OpError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT tenant, user_id, next_seq, last_hash, status FROM audit_run_heads
+             WHERE run_id = $1 FOR UPDATE",
+        )
+        .bind(run)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Err(LedgerError::RunNotFound(run.to_string()).into());
+        };
+        let head = Head {
+            tenant: row.try_get("tenant")?,
+            user_id: row.try_get("user_id")?,
+            next_seq: row.try_get("next_seq")?,
+            last_hash: Hash::from_slice(&row.try_get::<Vec<u8>, _>("last_hash")?)?,
+            status: status_of(&row.try_get::<String, _>("status")?)?,
+        };
+        if head.tenant != tenant.as_str() {
+            return Err(LedgerError::RunNotFound(run.to_string()).into());
+        }
+        if head.status.is_terminal() {
+            return Err(LedgerError::RunEnded(run.to_string()).into());
+        }
+        let at = truncate_micros(Utc::now());
+        let payload = serde_json::to_value(&step.step)?;
+        let seq = head.next_seq;
+        let hash = canonical::step_hash(
+            &head.last_hash,
+            &run.to_string(),
+            &head.tenant,
+            seq as u64,
+            step.actor.as_str(),
+            &at,
+            &payload,
+        )?;
+        let status = step.step.status_after();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO audit_steps
+                 (tenant, run_id, seq, kind, actor, at, user_id, plugin_id, tool_name, payload, prev_hash, hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+        )
+        .bind(&head.tenant)
+        .bind(run)
+        .bind(seq)
+        .bind(step.step.kind_name())
+        .bind(step.actor.as_str())
+        .bind(at)
+        .bind(&head.user_id)
+        .bind(step.step.plugin_id().map(|p| p.as_str()))
+        .bind(step.step.tool_name().map(|t| t.as_str()))
+        .bind(&payload)
+        .bind(head.last_hash.as_bytes().as_slice())
+        .bind(hash.as_bytes().as_slice())
+        .fetch_one(&mut *tx)
+        .await?;
+        let ended = status.is_terminal().then_some(at);
+        sqlx::query(
+            "UPDATE audit_run_heads SET next_seq = $2, last_hash = $3, status = $4, ended_at = $5
+             WHERE run_id = $1",
+        )
+        .bind(run)
+        .bind(seq + 1)
+        .bind(hash.as_bytes().as_slice())
+        .bind(status.as_str())
+        .bind(ended)
+        .execute(&mut *tx)
+        .await?;
+        if status.is_terminal() {
+            let (seal_seq, prev) = lock_tenant_head(&mut tx, tenant).await?;
+            let body = SealBody::Run {
+                tenant: tenant.clone(),
+                seal_seq,
+                run_id: RunId::from_uuid(run)?,
+                last_step_hash: hash,
+                step_count: (seq + 1) as u64,
+                sealed_at: hash_time(&at),
+            };
+            insert_seal(&mut tx, tenant, seal_seq, &prev, &body, Some(run), at).await?;
+        }
+        tx.commit().await?;
+        let rec = self.record(id, run, &head, seq, at, step, hash)?;
+        let next = Head {
+            next_seq: seq + 1,
+            last_hash: hash,
+            status,
+            ..head
+        };
+        Ok((rec, next))
+    }
+}
+
+/// Locks (creating if needed) the tenant's seal-chain tip: `(next seal seq, last hash)`.
+async fn lock_tenant_head(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    tenant: &TenantId,
+) -> std::result::Result<(u64, Hash), OpError> {
+    sqlx::query(
+        "INSERT INTO audit_tenant_heads (tenant, next_seal_seq, last_seal_hash)
+         VALUES ($1, 0, $2) ON CONFLICT (tenant) DO NOTHING",
+    )
+    .bind(tenant.as_str())
+    .bind(Hash::ZERO.as_bytes().as_slice())
+    .execute(&mut **tx)
+    .await?;
+    let row = sqlx::query(
+        "SELECT next_seal_seq, last_seal_hash FROM audit_tenant_heads WHERE tenant = $1 FOR UPDATE",
+    )
+    .bind(tenant.as_str())
+    .fetch_one(&mut **tx)
+    .await?;
+    let seq: i64 = row.try_get("next_seal_seq")?;
+    let prev = Hash::from_slice(&row.try_get::<Vec<u8>, _>("last_seal_hash")?)?;
+    Ok((seq as u64, prev))
+}
+
+async fn insert_seal(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    tenant: &TenantId,
+    seal_seq: u64,
+    prev: &Hash,
+    body: &SealBody,
+    run: Option<Uuid>,
+    at: DateTime<Utc>,
+) -> std::result::Result<Hash, OpError> {
+    let value = serde_json::to_value(body)?;
+    let hash = Hash::chain(prev, &canonical_json(&value)?);
+    sqlx::query(
+        "INSERT INTO audit_seals (tenant, seal_seq, kind, run_id, sealed_at, body, prev_hash, hash)
+         VALUES ($1, $2, 'run', $3, $4, $5, $6, $7)",
+    )
+    .bind(tenant.as_str())
+    .bind(seal_seq as i64)
+    .bind(run)
+    .bind(at)
+    .bind(&value)
+    .bind(prev.as_bytes().as_slice())
+    .bind(hash.as_bytes().as_slice())
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE audit_tenant_heads SET next_seal_seq = $2, last_seal_hash = $3 WHERE tenant = $1",
+    )
+    .bind(tenant.as_str())
+    .bind(seal_seq as i64 + 1)
+    .bind(hash.as_bytes().as_slice())
+    .execute(&mut **tx)
+    .await?;
+    Ok(hash)
+}
+
+fn run_from_row(r: &PgRow) -> std::result::Result<Run, OpError> {
+    let id: Uuid = r.try_get("id")?;
+    let conv: Option<String> = r.try_get("conversation_id")?;
+    Ok(Run {
+        id: RunId::from_uuid(id)?,
+        tenant: TenantId::parse(r.try_get::<String, _>("tenant")?)?,
+        user: crate::ids::UserId::parse(r.try_get::<String, _>("user_id")?)?,
+        conversation_id: conv.map(crate::ids::ConversationId::parse).transpose()?,
+        model: r.try_get("model")?,
+        started_at: r.try_get("started_at")?,
+        status: status_of(&r.try_get::<String, _>("status")?)?,
+        ended_at: r.try_get("ended_at")?,
+        step_count: r.try_get::<i64, _>("next_seq")? as u64,
+    })
+}
+
+#[async_trait]
+impl Ledger for PgLedger {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %new.tenant), err)]
+    async fn start_run(&self, new: NewRun) -> Result<Run> {
+        let started_at = truncate_micros(Utc::now());
+        let id = RunId::new_at(started_at);
+        let genesis = canonical::run_genesis(
+            &id.to_string(),
+            new.tenant.as_str(),
+            new.user.as_str(),
+            new.conversation_id.as_ref().map(|c| c.as_str()),
+            &new.model,
+            &started_at,
+        )?;
+        bounded("start_run", self.options.operation_timeout, async {
+            sqlx::query(
+                "WITH r AS (
+                     INSERT INTO audit_runs (id, tenant, user_id, conversation_id, model, started_at)
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id)
+                 INSERT INTO audit_run_heads (run_id, tenant, user_id, next_seq, last_hash, status)
+                 SELECT id, $2, $3, 0, $7, 'running' FROM r",
+            )
+            .bind(id.as_uuid())
+            .bind(new.tenant.as_str())
+            .bind(new.user.as_str())
+            .bind(new.conversation_id.as_ref().map(|c| c.as_str()))
+            .bind(&new.model)
+            .bind(started_at)
+            .bind(genesis.as_bytes().as_slice())
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+        .await?;
+        self.remember(
+            id.as_uuid(),
+            Some(Head {
+                tenant: new.tenant.to_string(),
+                user_id: new.user.to_string(),
+                next_seq: 0,
+                last_hash: genesis,
+                status: RunStatus::Running,
+            }),
+        );
+        Ok(Run {
+            id,
+            tenant: new.tenant,
+            user: new.user,
+            conversation_id: new.conversation_id,
+            model: new.model,
+            started_at,
+            status: RunStatus::Running,
+            ended_at: None,
+            step_count: 0,
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %tenant, run = %run, kind = step.step.kind_name()), err)]
+    async fn append(&self, tenant: &TenantId, run: RunId, step: NewStep) -> Result<StepRecord> {
+        let id = run.as_uuid();
+        let result = bounded("append", self.options.operation_timeout, async {
+            if !step.step.status_after().is_terminal()
+                && let Some(head) = self.cached(&id).filter(|h| h.tenant == tenant.as_str())
+                && let Some(done) = self.append_fast(id, &head, &step).await?
+            {
+                return Ok(done);
+            }
+            self.append_locked(tenant, id, &step).await
+        })
+        .await;
+        match result {
+            Ok((rec, head)) => {
+                self.remember(id, Some(head));
+                Ok(rec)
+            }
+            Err(e) => {
+                self.remember(id, None);
+                Err(e)
+            }
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %tenant, run = %run), err)]
+    async fn run(&self, tenant: &TenantId, run: RunId) -> Result<Run> {
+        bounded("run", self.options.operation_timeout, async {
+            let row = sqlx::query(
+                "SELECT r.id, r.tenant, r.user_id, r.conversation_id, r.model, r.started_at,
+                        h.status, h.ended_at, h.next_seq
+                 FROM audit_runs r JOIN audit_run_heads h ON h.run_id = r.id
+                 WHERE r.id = $1 AND r.tenant = $2",
+            )
+            .bind(run.as_uuid())
+            .bind(tenant.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+            match row {
+                Some(r) => run_from_row(&r),
+                None => Err(LedgerError::RunNotFound(run.to_string()).into()),
+            }
+        })
+        .await
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %tenant, run = %run), err)]
+    async fn trail(&self, tenant: &TenantId, run: RunId) -> Result<Vec<StepRecord>> {
+        let rows = bounded("trail", self.options.operation_timeout, async {
+            let rows = sqlx::query(&format!(
+                "SELECT {STEP_COLUMNS} FROM audit_steps s WHERE s.run_id = $1 AND s.tenant = $2 ORDER BY s.seq"
+            ))
+            .bind(run.as_uuid())
+            .bind(tenant.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows)
+        })
+        .await?;
+        rows.iter()
+            .map(|r| {
+                step_row(r)
+                    .map_err(|e| LedgerError::Corrupt(e.to_string()))
+                    .and_then(StepRow::into_record)
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %query.tenant), err)]
+    async fn query(&self, query: &StepQuery) -> Result<StepPage> {
+        let limit = query.page_size();
+        let rows = bounded("query", self.options.operation_timeout, async {
+            let mut b: QueryBuilder<'_, Postgres> =
+                QueryBuilder::new(format!("SELECT {STEP_COLUMNS} FROM audit_steps s"));
+            if let Some(status) = query.status {
+                b.push(" JOIN audit_run_heads h ON h.run_id = s.run_id AND h.status = ");
+                b.push_bind(status.as_str());
+            }
+            b.push(" WHERE s.tenant = ");
+            b.push_bind(query.tenant.as_str());
+            if let Some(u) = &query.user {
+                b.push(" AND s.user_id = ").push_bind(u.as_str());
+            }
+            if let Some(p) = &query.plugin {
+                b.push(" AND s.plugin_id = ").push_bind(p.as_str());
+            }
+            if let Some(t) = &query.tool {
+                b.push(" AND s.tool_name = ").push_bind(t.as_str());
+            }
+            if let Some(k) = query.kind_filter() {
+                b.push(" AND s.kind = ").push_bind(k);
+            }
+            if let Some(r) = &query.run {
+                b.push(" AND s.run_id = ").push_bind(r.as_uuid());
+            }
+            if let Some(f) = query.from {
+                b.push(" AND s.at >= ").push_bind(f);
+            }
+            if let Some(t) = query.to {
+                b.push(" AND s.at < ").push_bind(t);
+            }
+            let terms = query.text_terms();
+            if !terms.is_empty() {
+                b.push(" AND s.search @@ plainto_tsquery('simple', ")
+                    .push_bind(terms.join(" "))
+                    .push(")");
+            }
+            if let Some(c) = query.after {
+                b.push(" AND s.id > ").push_bind(c.0);
+            }
+            b.push(" ORDER BY s.id LIMIT ")
+                .push_bind(i64::from(limit) + 1);
+            Ok(b.build().fetch_all(&self.pool).await?)
+        })
+        .await?;
+        let more = rows.len() > limit as usize;
+        let mut steps = Vec::with_capacity(rows.len().min(limit as usize));
+        for r in rows.iter().take(limit as usize) {
+            let row = step_row(r).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+            steps.push(row.into_record()?);
+        }
+        let next = if more {
+            steps.last().map(|s| Cursor(s.id))
+        } else {
+            None
+        };
+        Ok(StepPage { steps, next })
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %tenant, cutoff = %cutoff, actor = %actor), err)]
+    async fn purge_before(
+        &self,
+        tenant: &TenantId,
+        cutoff: DateTime<Utc>,
+        actor: &Actor,
+    ) -> Result<PurgeReport> {
+        let now = truncate_micros(Utc::now());
+        let cutoff = truncate_micros(cutoff);
+        if cutoff > now {
+            return Err(LedgerError::Invalid {
+                what: "purge cutoff",
+                reason: "must not be in the future".into(),
+            });
+        }
+        let start = std::time::Instant::now();
+        let map = |e: sqlx::Error| LedgerError::from_sqlx("purge", start.elapsed(), e);
+        let mut tx = self.pool.begin().await.map_err(map)?;
+        sqlx::query("SET LOCAL statement_timeout = 0")
+            .execute(&mut *tx)
+            .await
+            .map_err(map)?;
+        let (seal_seq, prev) = lock_tenant_head(&mut tx, tenant)
+            .await
+            .map_err(op_err("purge"))?;
+        let mut rows = sqlx::query(
+            "SELECT s.seal_seq, s.hash, (s.body->>'step_count')::bigint AS steps
+             FROM audit_seals s JOIN audit_runs r ON r.id = s.run_id
+             WHERE s.tenant = $1 AND s.kind = 'run' AND s.sealed_at < $2 AND s.seal_seq < $3
+             ORDER BY s.seal_seq",
+        )
+        .bind(tenant.as_str())
+        .bind(cutoff)
+        .bind(seal_seq as i64)
+        .fetch(&mut *tx);
+        let mut digest = Sha256::new();
+        let (mut runs, mut steps, mut first, mut last) = (0u64, 0u64, None, None);
+        while let Some(r) = rows.try_next().await.map_err(map)? {
+            let s: i64 = r.try_get("seal_seq").map_err(map)?;
+            digest.update(r.try_get::<Vec<u8>, _>("hash").map_err(map)?);
+            steps += r.try_get::<i64, _>("steps").map_err(map)? as u64;
+            runs += 1;
+            first.get_or_insert(s as u64);
+            last = Some(s as u64);
+        }
+        drop(rows);
+        let body = SealBody::Purge {
+            tenant: tenant.clone(),
+            seal_seq,
+            cutoff: hash_time(&cutoff),
+            actor: actor.clone(),
+            purged_at: hash_time(&now),
+            runs_purged: runs,
+            steps_purged: steps,
+            first_seal_seq: first,
+            last_seal_seq: last,
+            purged_digest: Hash(digest.finalize().into()),
+        };
+        let canonical = String::from_utf8(canonical_json(&body)?)
+            .map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+        let hash = Hash::chain(&prev, canonical.as_bytes());
+        sqlx::query(
+            "SELECT runs_purged, steps_purged FROM cairn_audit_purge($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(tenant.as_str())
+        .bind(cutoff)
+        .bind(seal_seq as i64)
+        .bind(prev.as_bytes().as_slice())
+        .bind(hash.as_bytes().as_slice())
+        .bind(&canonical)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map)?;
+        tx.commit().await.map_err(map)?;
+        Ok(PurgeReport {
+            tenant: tenant.clone(),
+            cutoff,
+            runs_purged: runs,
+            steps_purged: steps,
+            seal_seq,
+            hash,
+        })
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn verify(
+        &self,
+        tenant: Option<&TenantId>,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<VerifyReport> {
+        let start = std::time::Instant::now();
+        let map = |e: sqlx::Error| LedgerError::from_sqlx("verify", start.elapsed(), e);
+        // One snapshot for the whole check, so appends running meanwhile cannot look like
+        // breaks (a run sealed after the seals were read, say).
+        let mut tx = self.pool.begin().await.map_err(map)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(map)?;
+        sqlx::query("SET LOCAL statement_timeout = 0")
+            .execute(&mut *tx)
+            .await
+            .map_err(map)?;
+        let tenants: Vec<String> = match tenant {
+            Some(t) => vec![t.to_string()],
+            None => sqlx::query_scalar(
+                "SELECT tenant FROM audit_tenant_heads
+                 UNION SELECT DISTINCT tenant FROM audit_runs
+                 UNION SELECT DISTINCT tenant FROM audit_steps
+                 ORDER BY 1",
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map)?,
+        };
+        let lo = from.map(RunId::lower_bound).unwrap_or(Uuid::nil());
+        let hi = to.map(RunId::lower_bound).unwrap_or(Uuid::max());
+        let mut total = VerifyCounts::default();
+        for t in tenants {
+            let mut v = TenantVerifier::new(&t, from, to);
+            let seals = sqlx::query(
+                "SELECT seal_seq, body, prev_hash, hash FROM audit_seals WHERE tenant = $1 ORDER BY seal_seq",
+            )
+            .bind(&t)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map)?;
+            let mut broken = None;
+            for r in seals {
+                let row = SealRow {
+                    seal_seq: r.try_get("seal_seq").map_err(map)?,
+                    body: r.try_get("body").map_err(map)?,
+                    prev_hash: r.try_get("prev_hash").map_err(map)?,
+                    hash: r.try_get("hash").map_err(map)?,
+                };
+                if let Err(b) = v.seal(row) {
+                    broken = Some(b);
+                    break;
+                }
+            }
+            if broken.is_none() && to.is_none() {
+                let head = sqlx::query(
+                    "SELECT next_seal_seq, last_seal_hash FROM audit_tenant_heads WHERE tenant = $1",
+                )
+                .bind(&t)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map)?;
+                if let Some(h) = head {
+                    let next: i64 = h.try_get("next_seal_seq").map_err(map)?;
+                    let last: Vec<u8> = h.try_get("last_seal_hash").map_err(map)?;
+                    broken = v.tenant_head(next, &last).err();
+                }
+            }
+            if broken.is_none() {
+                let runs = sqlx::query(
+                    "SELECT r.id, r.tenant, r.user_id, r.conversation_id, r.model, r.started_at, h.next_seq
+                     FROM audit_runs r LEFT JOIN audit_run_heads h ON h.run_id = r.id
+                     WHERE r.tenant = $1 AND r.id >= $2 AND r.id < $3",
+                )
+                .bind(&t)
+                .bind(lo)
+                .bind(hi)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(map)?;
+                for r in runs {
+                    v.run(RunRow {
+                        id: r.try_get("id").map_err(map)?,
+                        tenant: r.try_get("tenant").map_err(map)?,
+                        user_id: r.try_get("user_id").map_err(map)?,
+                        conversation_id: r.try_get("conversation_id").map_err(map)?,
+                        model: r.try_get("model").map_err(map)?,
+                        started_at: r.try_get("started_at").map_err(map)?,
+                        head_next_seq: r.try_get("next_seq").map_err(map)?,
+                    });
+                }
+                let sql = format!(
+                    "SELECT {STEP_COLUMNS} FROM audit_steps s
+                     WHERE s.tenant = $1 AND s.run_id >= $2 AND s.run_id < $3
+                     ORDER BY s.run_id, s.seq"
+                );
+                let mut steps = sqlx::query(&sql).bind(&t).bind(lo).bind(hi).fetch(&mut *tx);
+                while let Some(r) = steps.try_next().await.map_err(map)? {
+                    if let Err(b) = v.step(step_row(&r).map_err(map)?) {
+                        broken = Some(b);
+                        break;
+                    }
+                }
+            }
+            let (counts, fin) = match broken {
+                Some(b) => (v.counts, Some(b)),
+                None => v.finish(),
+            };
+            verify::add(&mut total, &counts);
+            if fin.is_some() {
+                return Ok(VerifyReport {
+                    counts: total,
+                    broken: fin,
+                });
+            }
+        }
+        Ok(VerifyReport {
+            counts: total,
+            broken: None,
+        })
+    }
+}
+
+fn op_err(operation: &'static str) -> impl Fn(OpError) -> LedgerError {
+    move |e| match e {
+        OpError::Sqlx(e) => LedgerError::from_sqlx(operation, Duration::ZERO, e),
+        OpError::Ledger(e) => e,
+    }
+}

@@ -1,0 +1,352 @@
+//! What a step records: one typed enum, serialised with OpenTelemetry GenAI field names.
+//!
+//! The JSON form of [`StepKind`] is what is stored, hashed and exported, and
+//! `schemas/audit-step.schema.json` is generated from these types.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{Actor, PluginId, ToolName, UserId};
+
+/// One step of a run. The `kind` tag names the variant in `snake_case`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StepKind {
+    /// The user's request as received.
+    UserMessage {
+        /// The message text.
+        text: String,
+    },
+    /// A request sent to the model.
+    ModelRequest {
+        /// `gen_ai.operation.name`, e.g. `chat`.
+        #[serde(rename = "gen_ai.operation.name")]
+        operation: String,
+        /// `gen_ai.request.model`: the model asked for.
+        #[serde(rename = "gen_ai.request.model")]
+        model: String,
+        /// The tools offered to the model for this request.
+        #[serde(default)]
+        tools_offered: Vec<ToolName>,
+        /// How many messages the prompt held.
+        message_count: u32,
+    },
+    /// The model's answer to a request: its reasoning, text and token usage.
+    ModelResponse {
+        /// `gen_ai.response.model`: the model that answered, if the provider said.
+        #[serde(
+            rename = "gen_ai.response.model",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        response_model: Option<String>,
+        /// The normalised reasoning text, whatever shape the model returned it in.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reasoning: Option<String>,
+        /// The visible text of the answer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        /// `gen_ai.response.finish_reasons`.
+        #[serde(rename = "gen_ai.response.finish_reasons", default)]
+        finish_reasons: Vec<String>,
+        /// `gen_ai.usage.input_tokens`.
+        #[serde(rename = "gen_ai.usage.input_tokens")]
+        input_tokens: u64,
+        /// `gen_ai.usage.output_tokens`.
+        #[serde(rename = "gen_ai.usage.output_tokens")]
+        output_tokens: u64,
+    },
+    /// The model asked for a tool to be called. Recorded before the tool runs.
+    ToolCall {
+        /// `cairn.plugin.id`: the plugin that provides the tool (none for client tools).
+        #[serde(
+            rename = "cairn.plugin.id",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        plugin_id: Option<PluginId>,
+        /// `gen_ai.tool.name`.
+        #[serde(rename = "gen_ai.tool.name")]
+        tool_name: ToolName,
+        /// `gen_ai.tool.call.id`.
+        #[serde(rename = "gen_ai.tool.call.id")]
+        call_id: String,
+        /// The arguments exactly as the model produced them (after parsing).
+        arguments: serde_json::Value,
+    },
+    /// What policy allowed or refused, and why.
+    PolicyDecision {
+        /// `cairn.plugin.id`, when the decision concerns a plugin.
+        #[serde(
+            rename = "cairn.plugin.id",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        plugin_id: Option<PluginId>,
+        /// `gen_ai.tool.name`, when the decision concerns a tool.
+        #[serde(
+            rename = "gen_ai.tool.name",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        tool_name: Option<ToolName>,
+        /// `gen_ai.tool.call.id`, when the decision concerns one call.
+        #[serde(
+            rename = "gen_ai.tool.call.id",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        call_id: Option<String>,
+        /// What was asked for, e.g. `egress https://api.example.com:443`.
+        subject: String,
+        /// Allowed or refused.
+        decision: PolicyOutcome,
+        /// The rule that decided, e.g. `manifest.permissions.hosts`.
+        rule: String,
+        /// Why, in words an auditor can read.
+        reason: String,
+    },
+    /// A tool with side effects needs the user's approval; the run pauses.
+    ApprovalRequested {
+        /// `cairn.plugin.id`.
+        #[serde(
+            rename = "cairn.plugin.id",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        plugin_id: Option<PluginId>,
+        /// `gen_ai.tool.name`.
+        #[serde(rename = "gen_ai.tool.name")]
+        tool_name: ToolName,
+        /// `gen_ai.tool.call.id`.
+        #[serde(rename = "gen_ai.tool.call.id")]
+        call_id: String,
+        /// Why approval is needed (e.g. the tool is not read-only).
+        reason: String,
+    },
+    /// Someone approved or denied a pending call.
+    ApprovalDecided {
+        /// `gen_ai.tool.call.id` of the call decided.
+        #[serde(rename = "gen_ai.tool.call.id")]
+        call_id: String,
+        /// Who decided.
+        decided_by: UserId,
+        /// When they decided (their request's time, which may precede recording).
+        decided_at: DateTime<Utc>,
+        /// Approve or deny.
+        decision: ApprovalOutcome,
+        /// The reason they gave, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// A tool returned.
+    ToolResult {
+        /// `cairn.plugin.id`.
+        #[serde(
+            rename = "cairn.plugin.id",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        plugin_id: Option<PluginId>,
+        /// `gen_ai.tool.name`.
+        #[serde(rename = "gen_ai.tool.name")]
+        tool_name: ToolName,
+        /// `gen_ai.tool.call.id`.
+        #[serde(rename = "gen_ai.tool.call.id")]
+        call_id: String,
+        /// The result as returned (after output-schema validation).
+        result: serde_json::Value,
+        /// Wall time of the call in milliseconds.
+        duration_ms: u64,
+    },
+    /// A tool failed (trap, timeout, typed error, schema violation).
+    ToolError {
+        /// `cairn.plugin.id`.
+        #[serde(
+            rename = "cairn.plugin.id",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        plugin_id: Option<PluginId>,
+        /// `gen_ai.tool.name`.
+        #[serde(rename = "gen_ai.tool.name")]
+        tool_name: ToolName,
+        /// `gen_ai.tool.call.id`.
+        #[serde(rename = "gen_ai.tool.call.id")]
+        call_id: String,
+        /// `error.type`, e.g. `timeout`, `trap`, `invalid_arguments`.
+        #[serde(rename = "error.type")]
+        error_type: String,
+        /// The message.
+        message: String,
+    },
+    /// The answer given to the user. Ends the run as `completed`.
+    FinalAnswer {
+        /// The answer text.
+        text: String,
+    },
+    /// The run failed. Ends the run as `failed`.
+    RunFailed {
+        /// `error.type`.
+        #[serde(rename = "error.type")]
+        error_type: String,
+        /// The message.
+        message: String,
+    },
+    /// The run was cancelled. Ends the run as `cancelled`.
+    RunCancelled {
+        /// Who cancelled.
+        cancelled_by: Actor,
+        /// Why, if given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+/// The outcome of a policy check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyOutcome {
+    /// The action was allowed.
+    Allowed,
+    /// The action was refused.
+    Refused,
+}
+
+/// The outcome of an approval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalOutcome {
+    /// The call may run.
+    Approve,
+    /// The call must not run.
+    Deny,
+}
+
+/// Where a run stands. Derived from its steps: the last step decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Working.
+    Running,
+    /// Paused until someone approves or denies a call.
+    AwaitingApproval,
+    /// Ended with a final answer.
+    Completed,
+    /// Ended with an error.
+    Failed,
+    /// Ended by cancellation.
+    Cancelled,
+}
+
+impl RunStatus {
+    /// The spelling stored in the database and used in queries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::AwaitingApproval => "awaiting_approval",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "running" => RunStatus::Running,
+            "awaiting_approval" => RunStatus::AwaitingApproval,
+            "completed" => RunStatus::Completed,
+            "failed" => RunStatus::Failed,
+            "cancelled" => RunStatus::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// True for completed, failed and cancelled: the run is sealed and accepts no steps.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+        )
+    }
+}
+
+impl StepKind {
+    /// The `kind` tag, as stored in its own column for filtering.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            StepKind::UserMessage { .. } => "user_message",
+            StepKind::ModelRequest { .. } => "model_request",
+            StepKind::ModelResponse { .. } => "model_response",
+            StepKind::ToolCall { .. } => "tool_call",
+            StepKind::PolicyDecision { .. } => "policy_decision",
+            StepKind::ApprovalRequested { .. } => "approval_requested",
+            StepKind::ApprovalDecided { .. } => "approval_decided",
+            StepKind::ToolResult { .. } => "tool_result",
+            StepKind::ToolError { .. } => "tool_error",
+            StepKind::FinalAnswer { .. } => "final_answer",
+            StepKind::RunFailed { .. } => "run_failed",
+            StepKind::RunCancelled { .. } => "run_cancelled",
+        }
+    }
+
+    /// Every kind tag, for validating query filters.
+    pub const KIND_NAMES: [&'static str; 12] = [
+        "user_message",
+        "model_request",
+        "model_response",
+        "tool_call",
+        "policy_decision",
+        "approval_requested",
+        "approval_decided",
+        "tool_result",
+        "tool_error",
+        "final_answer",
+        "run_failed",
+        "run_cancelled",
+    ];
+
+    /// The run's status after this step.
+    pub fn status_after(&self) -> RunStatus {
+        match self {
+            StepKind::ApprovalRequested { .. } => RunStatus::AwaitingApproval,
+            StepKind::FinalAnswer { .. } => RunStatus::Completed,
+            StepKind::RunFailed { .. } => RunStatus::Failed,
+            StepKind::RunCancelled { .. } => RunStatus::Cancelled,
+            _ => RunStatus::Running,
+        }
+    }
+
+    /// The plugin this step concerns, if any (indexed for auditors' filters).
+    pub fn plugin_id(&self) -> Option<&PluginId> {
+        match self {
+            StepKind::ToolCall { plugin_id, .. }
+            | StepKind::PolicyDecision { plugin_id, .. }
+            | StepKind::ApprovalRequested { plugin_id, .. }
+            | StepKind::ToolResult { plugin_id, .. }
+            | StepKind::ToolError { plugin_id, .. } => plugin_id.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The tool this step concerns, if any (indexed for auditors' filters).
+    pub fn tool_name(&self) -> Option<&ToolName> {
+        match self {
+            StepKind::ToolCall { tool_name, .. }
+            | StepKind::ApprovalRequested { tool_name, .. }
+            | StepKind::ToolResult { tool_name, .. }
+            | StepKind::ToolError { tool_name, .. } => Some(tool_name),
+            StepKind::PolicyDecision { tool_name, .. } => tool_name.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// The JSON Schema of a stored step ([`crate::StepRecord`]), as committed in
+/// `schemas/audit-step.schema.json`.
+pub fn step_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(crate::model::StepRecord);
+    schema.to_value()
+}
