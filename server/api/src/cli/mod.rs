@@ -1,0 +1,89 @@
+//! The `cairn` command line: plugin authoring (`cairn plugin ...`) and ledger checks
+//! (`cairn audit ...`).
+
+mod audit;
+mod plugin;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Cairn: an enterprise copilot plugin platform.
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write, build, test and inspect plugins.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+    /// Check the audit ledger.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+}
+
+/// Where compiled components are cached between runs (`CAIRN_CACHE_DIR`, default
+/// `~/.cache/cairn/compiled`).
+pub(crate) fn compiled_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CAIRN_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".cache").join("cairn").join("compiled")
+}
+
+/// Where Cairn keeps its data on the embedded defaults (`CAIRN_DATA_DIR`, default
+/// `~/.local/share/cairn`).
+pub(crate) fn data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CAIRN_DATA_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".local").join("share").join("cairn")
+}
+
+/// The embedded ledger: an SQLite file in [`data_dir`].
+pub(crate) fn default_database_url() -> String {
+    format!("sqlite:{}", data_dir().join("ledger.db").display())
+}
+
+/// Runs the command line and turns the outcome into an exit code: 0 on success, 1 when
+/// the command ran and failed (a broken ledger, a tool error), 2 for usage errors.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Plugin(command) => plugin::run(command).await,
+            Command::Audit(command) => audit::run(command).await,
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

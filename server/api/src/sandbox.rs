@@ -1,0 +1,68 @@
+//! Running a package's tools in the real sandbox, as `cairn plugin test` does.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use anyhow::Context;
+use cairn_runtime::{CallContext, CallFailure, Plugin, Runtime, RuntimeConfig};
+
+use crate::package::Package;
+
+/// Opens a runtime with the host's default ceilings, an in-memory key-value store and
+/// the on-disk compiled-component cache (see [`crate::cli`]).
+pub fn open_runtime() -> anyhow::Result<Runtime> {
+    let cache_dir = crate::cli::compiled_cache_dir();
+    Runtime::new(RuntimeConfig::new(&cache_dir)).with_context(|| {
+        format!(
+            "cannot start the plugin runtime (cache {})",
+            cache_dir.display()
+        )
+    })
+}
+
+/// Loads a package, which also checks the component's tools against its manifest.
+pub async fn load(
+    runtime: &Runtime,
+    package: &Package,
+    config: BTreeMap<String, String>,
+) -> anyhow::Result<Plugin> {
+    let plugin = runtime
+        .load(package.component(), package.manifest().clone(), config)
+        .await?;
+    Ok(plugin)
+}
+
+/// A failed tool call, with what the sandbox recorded about it.
+#[derive(Debug)]
+pub struct ToolCallFailed(CallFailure);
+
+impl fmt::Display for ToolCallFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.error)?;
+        for record in &self.0.egress {
+            let verdict = serde_json::to_string(&record.verdict).unwrap_or_default();
+            write!(f, "\n  egress: {} {} {verdict}", record.method, record.url)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ToolCallFailed {}
+
+/// Calls one tool and returns its result as JSON.
+pub async fn call(
+    plugin: &Plugin,
+    tenant: &str,
+    user: &str,
+    tool: &str,
+    arguments: &serde_json::Value,
+) -> Result<serde_json::Value, ToolCallFailed> {
+    let context = CallContext::new(tenant, user);
+    let outcome = plugin
+        .call(&context, tool, &arguments.to_string())
+        .await
+        .map_err(ToolCallFailed)?;
+    // The runtime checked the output is JSON within its size cap; keep the text if a
+    // plugin somehow returns something else, rather than hiding it.
+    Ok(serde_json::from_str(&outcome.output).unwrap_or(serde_json::Value::String(outcome.output)))
+}
