@@ -137,3 +137,44 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     file.sync_all().map_err(err)?;
     fs::rename(&tmp, path).map_err(err)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(epochs: bool) -> Engine {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(epochs);
+        Engine::new(&config).unwrap()
+    }
+
+    /// An artifact from an engine configured differently is never loaded: its key differs,
+    /// and even when planted under this engine's key (with a valid digest) wasmtime's own
+    /// check refuses it and the component is recompiled.
+    #[test]
+    fn an_artifact_from_another_engine_is_not_loaded() {
+        let bytes = std::fs::read(cairn_test_plugins::HOSTILE).unwrap();
+        let dir = tempfile::TempDir::new().unwrap();
+        let (a, b) = (engine(true), engine(false));
+        let cache_a = ComponentCache::new(dir.path().to_path_buf(), &a).unwrap();
+        let cache_b = ComponentCache::new(dir.path().to_path_buf(), &b).unwrap();
+        let (path_a, path_b) = (cache_a.path_for(&bytes), cache_b.path_for(&bytes));
+        assert_ne!(path_a, path_b, "the engine key separates the entries");
+
+        let (_, source) = cache_a.load_or_compile(&a, &bytes).unwrap();
+        assert_eq!(source, LoadSource::Compiled);
+        assert!(matches!(cache_b.try_load(&b, &path_b), Ok(None)));
+
+        fs::copy(&path_a, &path_b).unwrap();
+        fs::copy(digest_path(&path_a), digest_path(&path_b)).unwrap();
+        let refused = cache_b.try_load(&b, &path_b).expect_err("refused");
+        assert!(
+            refused.starts_with("wasmtime refused the artifact"),
+            "{refused}"
+        );
+        let (_, source) = cache_b.load_or_compile(&b, &bytes).unwrap();
+        assert_eq!(source, LoadSource::Compiled);
+        let (_, source) = cache_b.load_or_compile(&b, &bytes).unwrap();
+        assert_eq!(source, LoadSource::Cache);
+    }
+}

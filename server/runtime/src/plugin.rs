@@ -74,6 +74,17 @@ pub struct Plugin {
     pub(crate) inner: Arc<PluginInner>,
 }
 
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("id", &self.inner.id)
+            .field("tools", &self.inner.descriptors.len())
+            .field("limits", &self.inner.limits)
+            .field("source", &self.inner.source)
+            .finish()
+    }
+}
+
 pub(crate) struct PluginInner {
     pub(crate) runtime: Arc<Shared>,
     pub(crate) id: String,

@@ -1,0 +1,176 @@
+//! Each attack of the hostile plugin is contained: the right error, a clear message, and
+//! the host keeps serving the same plugin, during and after.
+
+use std::time::{Duration, Instant};
+
+use cairn_runtime::{CallError, TimeoutKind};
+use serde_json::{Value, json};
+
+use crate::helpers::{alice, contained, hostile};
+
+fn limits() -> Value {
+    json!({
+        "cpu_ms_per_call": 200,
+        "memory_mib": 32,
+        "max_output_bytes": 10_000,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infinite_loop_is_stopped_at_the_cpu_deadline() {
+    let (_rt, plugin) = hostile(limits()).await;
+    let started = Instant::now();
+    let failure = contained(&plugin, "infinite_loop", json!({}), true).await;
+    let elapsed = started.elapsed();
+    assert_eq!(
+        failure.error,
+        CallError::Timeout {
+            kind: TimeoutKind::Cpu,
+            limit: Duration::from_millis(200)
+        }
+    );
+    assert!(
+        failure
+            .error
+            .to_string()
+            .contains("CPU budget of 200 ms (cpu_ms_per_call)"),
+        "{}",
+        failure.error
+    );
+    // The deadline counts ticks the guest was running; with benign calls sharing the two
+    // cores it may take a little longer than 200 ms of wall time, never seconds.
+    assert!(
+        elapsed >= Duration::from_millis(150) && elapsed < Duration::from_millis(2500),
+        "stopped after {elapsed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbounded_allocation_hits_the_memory_cap() {
+    let (_rt, plugin) = hostile(limits()).await;
+    let failure = contained(&plugin, "allocate_forever", json!({}), false).await;
+    match &failure.error {
+        CallError::MemoryLimit {
+            limit_bytes,
+            requested_bytes,
+        } => {
+            assert_eq!(*limit_bytes, 32 << 20);
+            assert!(requested_bytes > limit_bytes);
+        }
+        other => panic!("expected MemoryLimit, got {other:?}"),
+    }
+    assert!(
+        failure
+            .error
+            .to_string()
+            .contains("cap of 33554432 bytes (memory_mib)")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stack_overflow_traps() {
+    let (_rt, plugin) = hostile(limits()).await;
+    let failure = contained(&plugin, "recurse_forever", json!({}), false).await;
+    match &failure.error {
+        CallError::Trap { message } => {
+            assert!(message.contains("call stack exhausted"), "{message}");
+        }
+        other => panic!("expected Trap, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_output_is_refused() {
+    let (_rt, plugin) = hostile(limits()).await;
+    let failure = contained(&plugin, "huge_output", json!({ "bytes": 100_000 }), false).await;
+    match failure.error {
+        CallError::OutputTooLarge { limit, actual } => {
+            assert_eq!(limit, 10_000);
+            assert!(actual > 100_000, "{actual}");
+        }
+        other => panic!("expected OutputTooLarge, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_is_a_trap_with_the_panic_message() {
+    let (_rt, plugin) = hostile(limits()).await;
+    let failure = contained(&plugin, "panic", json!({}), false).await;
+    match &failure.error {
+        CallError::Trap { message } => {
+            assert!(message.contains("unreachable"), "{message}");
+            assert!(
+                message.contains("hostile plugin panicked on purpose"),
+                "{message}"
+            );
+        }
+        other => panic!("expected Trap, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plugin_sees_no_files_env_or_args() {
+    // SAFETY: set before any other thread of this test reads the environment; the value
+    // is only ever compared against.
+    unsafe { std::env::set_var("CAIRN_SECRET_CANARY", "canary-7f3a") };
+    let (_rt, plugin) = hostile(limits()).await;
+
+    let files = plugin
+        .call(&alice(), "read_file", "{}")
+        .await
+        .expect("read_file runs");
+    let files: Value = serde_json::from_str(&files.output).unwrap();
+    let results = files["results"].as_array().unwrap();
+    assert_eq!(results.len(), 5);
+    for result in results {
+        assert_eq!(result["ok"], false, "{result}");
+    }
+    assert_eq!(files["root_entries"], Value::Null);
+
+    let env = plugin
+        .call(&alice(), "read_env", "{}")
+        .await
+        .expect("read_env runs");
+    assert!(!env.output.contains("canary"), "{}", env.output);
+    let env: Value = serde_json::from_str(&env.output).unwrap();
+    assert_eq!(env["vars"], json!([]));
+    assert_eq!(env["args"], json!([]));
+    // The host's environment really has the canary: the guest just cannot see it.
+    assert_eq!(std::env::var("CAIRN_SECRET_CANARY").unwrap(), "canary-7f3a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_instance_per_call_leaks_no_state() {
+    let (_rt, plugin) = hostile(limits()).await;
+    for _ in 0..3 {
+        let outcome = plugin.call(&alice(), "counter", "{}").await.unwrap();
+        assert_eq!(outcome.output, r#"{"count":1}"#);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_tool_is_refused_before_instantiation() {
+    let (_rt, plugin) = hostile(limits()).await;
+    let failure = plugin
+        .call(&alice(), "format_disk", "{}")
+        .await
+        .unwrap_err();
+    match &failure.error {
+        CallError::UnknownTool { tool, available } => {
+            assert_eq!(tool, "format_disk");
+            assert!(available.starts_with("noop, echo"), "{available}");
+        }
+        other => panic!("expected UnknownTool, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_flood_is_capped() {
+    let (_rt, plugin) = hostile(limits()).await;
+    let outcome = plugin
+        .call(&alice(), "log_flood", r#"{"lines": 500}"#)
+        .await
+        .unwrap();
+    // 200 lines per call by default; the rest are dropped and counted.
+    assert_eq!(outcome.stats.log_lines_dropped, 300);
+}
