@@ -133,7 +133,7 @@ impl Plugin {
     /// at the budget), a wall-clock limit for time spent waiting on HTTP, the memory
     /// cap, the output cap and the egress policy. Calls beyond the runtime's
     /// `max_concurrent_calls` wait for a slot.
-    #[tracing::instrument(skip(self, arguments_json), fields(plugin = %self.inner.id, tenant = %ctx.tenant, user = %ctx.user))]
+    #[tracing::instrument(skip(self, ctx, arguments_json), fields(plugin = %self.inner.id, tenant = %ctx.tenant, user = %ctx.user))]
     pub async fn call(
         &self,
         ctx: &CallContext,
@@ -216,6 +216,7 @@ impl Plugin {
         iterations: u64,
     ) -> Result<Duration, CallError> {
         let inner = &self.inner;
+        let _permit = inner.runtime.permits.acquire().await;
         let (mut store, _egress) = inner.new_store(ctx);
         let host = |e: wasmtime::Error| CallError::Host { message: chain(&e) };
         let instance = inner
@@ -294,6 +295,7 @@ impl PluginInner {
         &self,
         ctx: &CallContext,
     ) -> Result<Vec<bindings::ToolDescriptor>, CallError> {
+        let _permit = self.runtime.permits.acquire().await;
         let (mut store, egress) = self.new_store(ctx);
         let run = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
