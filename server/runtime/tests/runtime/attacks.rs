@@ -174,3 +174,20 @@ async fn a_log_flood_is_capped() {
     // 200 lines per call by default; the rest are dropped and counted.
     assert_eq!(outcome.stats.log_lines_dropped, 300);
 }
+
+/// The guest yields to the executor on every epoch tick, so even on ONE worker thread a
+/// spinning plugin does not starve other calls.
+#[tokio::test(flavor = "current_thread")]
+async fn a_spinning_plugin_does_not_starve_a_single_threaded_host() {
+    // A longer budget than the other tests: on one thread the benign calls share the CPU
+    // with the spinning guest tick by tick, and a debug build instantiates slowly.
+    let (_rt, plugin) = hostile(json!({ "cpu_ms_per_call": 1500 })).await;
+    let failure = contained(&plugin, "infinite_loop", json!({}), true).await;
+    assert!(matches!(
+        failure.error,
+        CallError::Timeout {
+            kind: TimeoutKind::Cpu,
+            ..
+        }
+    ));
+}
