@@ -141,3 +141,150 @@ impl KvStore for MemoryKv {
         }))
     }
 }
+
+/// A [`KvStore`] kept in one JSON file, for the CLI and local development: every write
+/// rewrites the file (temporary file, then rename), so it survives restarts but is not
+/// meant for load. Values are stored hex-encoded.
+#[derive(Debug)]
+pub struct JsonFileKv {
+    path: std::path::PathBuf,
+    memory: MemoryKv,
+    /// Serialises rewrites of the file, which share one temporary path.
+    saving: Mutex<()>,
+}
+
+/// The file's shape: `[{ "scope": {..}, "entries": { key: hex } }]`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FileScope {
+    tenant: String,
+    plugin: String,
+    user: String,
+    entries: BTreeMap<String, String>,
+}
+
+impl JsonFileKv {
+    /// Opens (or starts) the store at `path`.
+    pub fn open(path: impl Into<std::path::PathBuf>) -> Result<Self, KvError> {
+        let path = path.into();
+        let memory = MemoryKv::new();
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let scopes: Vec<FileScope> = serde_json::from_slice(&bytes)
+                    .map_err(|e| KvError::Store(format!("{}: {e}", path.display())))?;
+                let mut map = memory.scopes.lock().expect("kv lock");
+                for s in scopes {
+                    let mut entries = BTreeMap::new();
+                    for (k, v) in s.entries {
+                        let value = hex::decode(&v).map_err(|e| {
+                            KvError::Store(format!("{}: key {k}: {e}", path.display()))
+                        })?;
+                        entries.insert(k, value);
+                    }
+                    let scope = KvScope {
+                        tenant: s.tenant,
+                        plugin: s.plugin,
+                        user: s.user,
+                    };
+                    map.insert(scope, entries);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(KvError::Store(format!("{}: {e}", path.display()))),
+        }
+        Ok(Self {
+            path,
+            memory,
+            saving: Mutex::new(()),
+        })
+    }
+
+    fn save(&self) -> Result<(), KvError> {
+        let _saving = self.saving.lock().expect("kv save lock");
+        let scopes: Vec<FileScope> = {
+            let map = self.memory.scopes.lock().expect("kv lock");
+            map.iter()
+                .map(|(scope, entries)| FileScope {
+                    tenant: scope.tenant.clone(),
+                    plugin: scope.plugin.clone(),
+                    user: scope.user.clone(),
+                    entries: entries
+                        .iter()
+                        .map(|(k, v)| (k.clone(), hex::encode(v)))
+                        .collect(),
+                })
+                .collect()
+        };
+        let json = serde_json::to_vec_pretty(&scopes).map_err(|e| KvError::Store(e.to_string()))?;
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, json)
+            .and_then(|()| std::fs::rename(&tmp, &self.path))
+            .map_err(|e| KvError::Store(format!("{}: {e}", self.path.display())))
+    }
+}
+
+#[async_trait::async_trait]
+impl KvStore for JsonFileKv {
+    async fn get(&self, scope: &KvScope, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.memory.get(scope, key).await
+    }
+
+    async fn set(
+        &self,
+        scope: &KvScope,
+        key: &str,
+        value: Vec<u8>,
+        quota_bytes: u64,
+    ) -> Result<(), KvError> {
+        self.memory.set(scope, key, value, quota_bytes).await?;
+        self.save()
+    }
+
+    async fn delete(&self, scope: &KvScope, key: &str) -> Result<(), KvError> {
+        self.memory.delete(scope, key).await?;
+        self.save()
+    }
+
+    async fn list_keys(&self, scope: &KvScope, prefix: &str) -> Result<Vec<String>, KvError> {
+        self.memory.list_keys(scope, prefix).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_json_file_store_survives_a_reopen_and_keeps_scopes_apart() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("kv.json");
+        let a = KvScope {
+            tenant: "a".into(),
+            plugin: "p".into(),
+            user: "u".into(),
+        };
+        let b = KvScope {
+            tenant: "b".into(),
+            ..a.clone()
+        };
+        let kv = JsonFileKv::open(&path).unwrap();
+        kv.set(&a, "k", b"\x00\xffvalue".to_vec(), 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            kv.set(&a, "big", vec![0; 200], 100).await,
+            Err(KvError::QuotaExceeded { quota: 100 })
+        );
+        drop(kv);
+
+        let kv = JsonFileKv::open(&path).unwrap();
+        assert_eq!(
+            kv.get(&a, "k").await.unwrap(),
+            Some(b"\x00\xffvalue".to_vec())
+        );
+        assert_eq!(kv.get(&b, "k").await.unwrap(), None);
+        assert_eq!(kv.list_keys(&a, "").await.unwrap(), vec!["k".to_string()]);
+        kv.delete(&a, "k").await.unwrap();
+        let kv = JsonFileKv::open(&path).unwrap();
+        assert_eq!(kv.get(&a, "k").await.unwrap(), None);
+    }
+}
