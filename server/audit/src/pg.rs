@@ -51,7 +51,7 @@ pub struct PgLedger {
 }
 
 const STEP_COLUMNS: &str = "s.id, s.tenant, s.run_id, s.seq, s.kind, s.actor, s.at, s.user_id, \
-     s.plugin_id, s.tool_name, s.payload, s.prev_hash, s.hash";
+     s.plugin_id, s.tool_name, s.payload::text AS payload, s.prev_hash, s.hash";
 
 fn step_row(r: &PgRow) -> std::result::Result<StepRow, sqlx::Error> {
     Ok(StepRow {
@@ -734,7 +734,7 @@ impl Ledger for PgLedger {
                     hash: r.try_get("hash").map_err(map)?,
                 };
                 if let Err(b) = v.seal(row) {
-                    broken = Some(b);
+                    broken = Some(*b);
                     break;
                 }
             }
@@ -749,7 +749,7 @@ impl Ledger for PgLedger {
                 if let Some(h) = head {
                     let next: i64 = h.try_get("next_seal_seq").map_err(map)?;
                     let last: Vec<u8> = h.try_get("last_seal_hash").map_err(map)?;
-                    broken = v.tenant_head(next, &last).err();
+                    broken = v.tenant_head(next, &last).err().map(|b| *b);
                 }
             }
             if broken.is_none() {
@@ -783,7 +783,7 @@ impl Ledger for PgLedger {
                 let mut steps = sqlx::query(&sql).bind(&t).bind(lo).bind(hi).fetch(&mut *tx);
                 while let Some(r) = steps.try_next().await.map_err(map)? {
                     if let Err(b) = v.step(step_row(&r).map_err(map)?) {
-                        broken = Some(b);
+                        broken = Some(*b);
                         break;
                     }
                 }

@@ -48,7 +48,6 @@ fn from_micros(m: i64) -> std::result::Result<DateTime<Utc>, sqlx::Error> {
 }
 
 fn step_row(r: &SqliteRow) -> std::result::Result<StepRow, sqlx::Error> {
-    let payload: String = r.try_get("payload")?;
     Ok(StepRow {
         id: r.try_get("id")?,
         tenant: r.try_get("tenant")?,
@@ -60,7 +59,7 @@ fn step_row(r: &SqliteRow) -> std::result::Result<StepRow, sqlx::Error> {
         user_id: r.try_get("user_id")?,
         plugin_id: r.try_get("plugin_id")?,
         tool_name: r.try_get("tool_name")?,
-        payload: serde_json::from_str(&payload).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        payload: r.try_get("payload")?,
         prev_hash: r.try_get("prev_hash")?,
         hash: r.try_get("hash")?,
     })
@@ -642,7 +641,7 @@ impl Ledger for SqliteLedger {
                     hash: r.try_get("hash").map_err(map)?,
                 };
                 if let Err(b) = v.seal(row) {
-                    broken = Some(b);
+                    broken = Some(*b);
                     break;
                 }
             }
@@ -657,7 +656,7 @@ impl Ledger for SqliteLedger {
                 if let Some(h) = head {
                     let next: i64 = h.try_get("next_seal_seq").map_err(map)?;
                     let last: Vec<u8> = h.try_get("last_seal_hash").map_err(map)?;
-                    broken = v.tenant_head(next, &last).err();
+                    broken = v.tenant_head(next, &last).err().map(|b| *b);
                 }
             }
             if broken.is_none() {
@@ -692,7 +691,7 @@ impl Ledger for SqliteLedger {
                 let mut steps = sqlx::query(&sql).bind(&t).bind(lo).bind(hi).fetch(&mut *tx);
                 while let Some(r) = steps.try_next().await.map_err(map)? {
                     if let Err(b) = v.step(step_row(&r).map_err(map)?) {
-                        broken = Some(b);
+                        broken = Some(*b);
                         break;
                     }
                 }

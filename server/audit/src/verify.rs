@@ -201,7 +201,9 @@ pub(crate) struct StepRow {
     pub user_id: String,
     pub plugin_id: Option<String>,
     pub tool_name: Option<String>,
-    pub payload: serde_json::Value,
+    /// The step JSON as stored (text, so that queries can decode it straight into
+    /// [`StepKind`] without an intermediate value).
+    pub payload: String,
     pub prev_hash: Vec<u8>,
     pub hash: Vec<u8>,
 }
@@ -236,7 +238,7 @@ pub(crate) struct TenantVerifier {
     range: (Option<Uuid>, Option<Uuid>),
 }
 
-type Check = std::result::Result<(), Break>;
+type Check = std::result::Result<(), Box<Break>>;
 
 impl TenantVerifier {
     pub fn new(tenant: &str, from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Self {
@@ -268,8 +270,8 @@ impl TenantVerifier {
         expected: impl Into<String>,
         found: impl Into<String>,
         problem: Problem,
-    ) -> Break {
-        Break {
+    ) -> Box<Break> {
+        Box::new(Break {
             tenant: self.tenant.clone(),
             run,
             seq,
@@ -277,10 +279,10 @@ impl TenantVerifier {
             expected: expected.into(),
             found: found.into(),
             problem,
-        }
+        })
     }
 
-    fn hash_of(&self, b: &[u8], run: Option<Uuid>, seq: Option<u64>) -> Result<Hash, Break> {
+    fn hash_of(&self, b: &[u8], run: Option<Uuid>, seq: Option<u64>) -> Result<Hash, Box<Break>> {
         Hash::from_slice(b).map_err(|e| {
             self.brk(
                 run,
@@ -536,6 +538,16 @@ impl TenantVerifier {
                 problem,
             ));
         }
+        let payload: serde_json::Value = serde_json::from_str(&row.payload).map_err(|e| {
+            self.brk(
+                Some(run),
+                Some(seq),
+                None,
+                "step payload",
+                e.to_string(),
+                Problem::CorruptRow,
+            )
+        })?;
         let computed = canonical::step_hash(
             &prev,
             &run.to_string(),
@@ -543,7 +555,7 @@ impl TenantVerifier {
             seq,
             &row.actor,
             &row.at,
-            &row.payload,
+            &payload,
         )
         .map_err(|e| {
             self.brk(
@@ -567,7 +579,7 @@ impl TenantVerifier {
         }
         // The hash covers the payload; the indexed columns must agree with it, or a query
         // by tool, plugin, kind or user could be steered around a step.
-        let step: StepKind = serde_json::from_value(row.payload).map_err(|e| {
+        let step: StepKind = serde_json::from_value(payload).map_err(|e| {
             self.brk(
                 Some(run),
                 Some(seq),
@@ -664,7 +676,7 @@ impl TenantVerifier {
         if let Some(o) = self.open.take()
             && let Err(b) = self.close(o)
         {
-            return (self.counts, Some(b));
+            return (self.counts, Some(*b));
         }
         // Runs with no steps at all.
         let mut empty: Vec<Uuid> = self.runs.keys().copied().collect();
@@ -682,7 +694,7 @@ impl TenantVerifier {
                 last_kind: None,
             };
             if let Err(b) = self.close(o) {
-                return (self.counts, Some(b));
+                return (self.counts, Some(*b));
             }
         }
         let mut sealed: Vec<(&Uuid, &RunSeal)> = self.run_seals.iter().collect();
@@ -697,7 +709,7 @@ impl TenantVerifier {
                     "no run",
                     Problem::RunMissing,
                 );
-                return (self.counts, Some(b));
+                return (self.counts, Some(*b));
             }
         }
         (self.counts, None)
@@ -729,7 +741,7 @@ impl StepRow {
             at: self.at,
             actor: crate::ids::Actor::parse(self.actor.clone()).map_err(corrupt)?,
             user: crate::ids::UserId::parse(self.user_id.clone()).map_err(corrupt)?,
-            step: serde_json::from_value(self.payload)
+            step: serde_json::from_str(&self.payload)
                 .map_err(|e| LedgerError::Corrupt(format!("step {}: {e}", self.id)))?,
             prev_hash: Hash::from_slice(&self.prev_hash)?,
             hash: Hash::from_slice(&self.hash)?,
