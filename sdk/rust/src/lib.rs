@@ -9,6 +9,18 @@
 //! answered with an `invalid_input` error that names the field), runs the function and
 //! serialises its result.
 //!
+//! # Setup
+//!
+//! ```toml
+//! [lib]
+//! crate-type = ["cdylib", "rlib"]   # cdylib: the component; rlib: native unit tests
+//!
+//! [dependencies]
+//! cairn-sdk = { path = "../../sdk/rust" }
+//! serde = { version = "1", features = ["derive"] }   # the derives expand to `serde::` paths
+//! schemars = "1.2"                                   # and `schemars::` paths
+//! ```
+//!
 //! # Example
 //!
 //! ```
