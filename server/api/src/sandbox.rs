@@ -2,17 +2,26 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
-use cairn_runtime::{CallContext, CallFailure, Plugin, Runtime, RuntimeConfig};
+use cairn_runtime::{CallContext, CallFailure, JsonFileKv, Plugin, Runtime, RuntimeConfig};
 
 use crate::package::Package;
 
-/// Opens a runtime with the host's default ceilings, an in-memory key-value store and
-/// the on-disk compiled-component cache (see [`crate::cli`]).
-pub fn open_runtime() -> anyhow::Result<Runtime> {
+/// Opens a runtime with the host's default ceilings and the on-disk compiled-component
+/// cache (see [`crate::cli`]); the key-value store is in memory, or the JSON file at
+/// `kv_file` so that state survives from one `cairn plugin test` to the next.
+pub fn open_runtime(kv_file: Option<&Path>) -> anyhow::Result<Runtime> {
     let cache_dir = crate::cli::compiled_cache_dir();
-    Runtime::new(RuntimeConfig::new(&cache_dir)).with_context(|| {
+    let mut config = RuntimeConfig::new(&cache_dir);
+    if let Some(path) = kv_file {
+        let kv = JsonFileKv::open(path)
+            .with_context(|| format!("cannot open the key-value file {}", path.display()))?;
+        config.kv = Arc::new(kv);
+    }
+    Runtime::new(config).with_context(|| {
         format!(
             "cannot start the plugin runtime (cache {})",
             cache_dir.display()

@@ -57,6 +57,10 @@ pub enum PluginCommand {
         /// The user the call runs for (scopes the key-value store).
         #[arg(long, default_value = "dev")]
         user: String,
+        /// Keep the key-value store in this JSON file, so state carries over between
+        /// calls (default: in memory, empty on every call).
+        #[arg(long)]
+        kv_file: Option<PathBuf>,
     },
     /// Show a package's tools, schemas and permissions.
     Inspect {
@@ -108,6 +112,7 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             config,
             tenant,
             user,
+            kv_file,
         } => {
             let package = match package {
                 Some(path) => read_package(&path)?,
@@ -116,7 +121,7 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             let config: BTreeMap<String, String> = config.into_iter().collect();
             let arguments: serde_json::Value = serde_json::from_str(&input)
                 .with_context(|| format!("--input is not valid JSON: {input}"))?;
-            let runtime = crate::sandbox::open_runtime()?;
+            let runtime = crate::sandbox::open_runtime(kv_file.as_deref())?;
             let plugin = crate::sandbox::load(&runtime, &package, config).await?;
             match crate::sandbox::call(&plugin, &tenant, &user, &tool, &arguments).await {
                 Ok(result) => {
@@ -154,8 +159,17 @@ async fn build(dir: &Path) -> anyhow::Result<Package> {
     let component =
         std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
     let package = Package::new(manifest_json, component)?;
-    let runtime = crate::sandbox::open_runtime()?;
-    crate::sandbox::load(&runtime, &package, BTreeMap::new())
+    // Loading runs `describe()` and checks it against the manifest. Required settings
+    // are only known at install; describing reads none, so stand-ins do.
+    let stand_ins = package
+        .manifest()
+        .config
+        .iter()
+        .filter(|(_, setting)| setting.required)
+        .map(|(key, _)| (key.clone(), "(set at install)".to_owned()))
+        .collect();
+    let runtime = crate::sandbox::open_runtime(None)?;
+    crate::sandbox::load(&runtime, &package, stand_ins)
         .await
         .context("the component does not match its manifest")?;
     Ok(package)
