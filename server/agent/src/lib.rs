@@ -1,0 +1,2 @@
+//! The reasoning loop: run state machine, tool dispatch, schema validation, approvals.
+#![warn(missing_docs)]

@@ -1,0 +1,16 @@
+//! Model providers for Cairn.
+//!
+//! [`ChatModel`] is the one interface the reasoning loop talks to. Providers: an
+//! OpenAI-compatible server (vLLM, llama.cpp's server, Ollama, a cloud endpoint) and the
+//! embedded GGUF model run in-process; tool retrieval ranks installed tools against a
+//! request so only the best few are offered.
+#![warn(missing_docs)]
+
+mod chat;
+mod error;
+
+pub use chat::{
+    ChatDelta, ChatMessage, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, Role,
+    ToolCall, ToolChoice, ToolDefinition, Usage,
+};
+pub use error::ModelError;
