@@ -41,7 +41,7 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 
 fn step(i: usize) -> NewStep {
     let actor = Actor::parse("model").unwrap();
-    let step = if i % 2 == 0 {
+    let step = if i.is_multiple_of(2) {
         StepKind::ToolCall {
             plugin_id: Some(PluginId::parse("tasks").unwrap()),
             tool_name: ToolName::parse(format!("tool_{}", i % 10)).unwrap(),
