@@ -47,14 +47,16 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
-    println!("cargo:rerun-if-env-changed=CAIRN_REQUIRE_EXAMPLES");
 
     let wasm_dir = guest_target.join("wasm32-wasip2").join("plugin");
     let wasm = |package: &str| wasm_dir.join(format!("{}.wasm", package.replace('-', "_")));
 
+    // One cargo invocation for every guest: they share most of their dependencies.
+    let mut packages = vec![HOSTILE];
+    packages.extend(EXAMPLES.iter().map(|(package, _)| *package));
     assert!(
-        cargo_build(&root, &guest_target, &[HOSTILE]),
-        "building the hostile test plugin failed; see the output above"
+        cargo_build(&root, &guest_target, &packages),
+        "building the test and example plugins for wasm32-wasip2 failed; see the output above"
     );
     let mut code = String::new();
     writeln!(
@@ -63,41 +65,24 @@ fn main() {
         wasm(HOSTILE)
     )
     .unwrap();
-
-    let packages: Vec<&str> = EXAMPLES.iter().map(|(p, _)| *p).collect();
-    let examples_built = cargo_build(&root, &guest_target, &packages);
-    if !examples_built {
-        // TODO(runtime): make this a hard error once every example plugin builds for
-        // wasm32-wasip2 (set CAIRN_REQUIRE_EXAMPLES=1 to get that behaviour today).
-        assert!(
-            env::var_os("CAIRN_REQUIRE_EXAMPLES").is_none(),
-            "example plugins failed to build and CAIRN_REQUIRE_EXAMPLES is set"
-        );
-        println!(
-            "cargo:warning=example plugins did not build for wasm32-wasip2; EXAMPLE_PLUGINS is empty"
-        );
-    }
     code.push_str(
-        "/// The example plugins under `plugins/` that built, with their manifests.\n\
+        "/// The example plugins under `plugins/`, with their manifests.\n\
          pub const EXAMPLE_PLUGINS: &[ExamplePlugin] = &[\n",
     );
-    if examples_built {
-        for (package, dir) in EXAMPLES {
-            let component = wasm(package);
-            let manifest = root.join("plugins").join(dir).join("cairn-plugin.json");
-            // A crate that is not yet a `cdylib` builds but produces no component.
-            if !component.exists() || !manifest.exists() {
-                println!(
-                    "cargo:warning=example plugin {dir}: no component or no cairn-plugin.json yet; left out of EXAMPLE_PLUGINS"
-                );
-                continue;
-            }
-            writeln!(
-                code,
-                "    ExamplePlugin {{ name: {dir:?}, component: {component:?}, manifest: {manifest:?} }},"
-            )
-            .unwrap();
-        }
+    for (package, dir) in EXAMPLES {
+        let component = wasm(package);
+        let manifest = root.join("plugins").join(dir).join("cairn-plugin.json");
+        assert!(
+            component.exists(),
+            "{package} built no component at {}: is it a cdylib?",
+            component.display()
+        );
+        assert!(manifest.exists(), "plugins/{dir} has no cairn-plugin.json");
+        writeln!(
+            code,
+            "    ExamplePlugin {{ name: {dir:?}, component: {component:?}, manifest: {manifest:?} }},"
+        )
+        .unwrap();
     }
     code.push_str("];\n");
     std::fs::write(out_dir.join("artifacts.rs"), code).unwrap();
