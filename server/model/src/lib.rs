@@ -8,9 +8,12 @@
 
 mod chat;
 mod error;
+mod openai;
+pub mod reasoning;
 
 pub use chat::{
     ChatDelta, ChatMessage, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, Role,
     ToolCall, ToolChoice, ToolDefinition, Usage,
 };
 pub use error::ModelError;
+pub use openai::{ApiKey, OpenAiCompatible, OpenAiConfig, OpenAiConfigError, collect_stream};
