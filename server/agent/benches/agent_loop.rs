@@ -1,0 +1,2 @@
+//! Placeholder until the loop benchmark lands.
+fn main() {}

@@ -1,0 +1,543 @@
+//! [`Agent`]: the public face of the loop. `start` a run, `resume` it with approval
+//! decisions (in this process or any other over the same ledger), `cancel` it, ask its
+//! `run_status`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+
+use cairn_audit::{
+    Actor, ApprovalOutcome, ConversationId, LedgerError, NewRun, Run, RunId, RunStatus, StepKind,
+    TenantId, UserId,
+};
+use chrono::Utc;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::catalog::{Catalog, SchemaCache};
+use crate::config::{AgentConfig, AgentDeps};
+use crate::error::{AgentError, Result};
+use crate::policy::ApprovalPolicy;
+use crate::replay::{PendingCall, Transcript};
+use crate::run::{Actors, RunCtx, planned_from_pending};
+use crate::tools::{ToolExecution, ToolInvocation};
+
+/// A request to start a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartRun {
+    /// Whose data the run may touch.
+    pub tenant: TenantId,
+    /// Who asked.
+    pub user: UserId,
+    /// The client's conversation, if any (recorded on the run).
+    pub conversation_id: Option<ConversationId>,
+    /// What they asked.
+    pub message: String,
+}
+
+/// How far a call to [`Agent::start`] or [`Agent::resume`] got. Nothing is held open in
+/// any case: a paused run lives only in the ledger until it is resumed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutcome {
+    /// The model answered; the run is sealed.
+    Completed {
+        /// The run.
+        run_id: RunId,
+        /// The answer.
+        answer: String,
+    },
+    /// Calls wait for a person's approval; resume with [`Agent::resume`].
+    AwaitingApproval {
+        /// The run.
+        run_id: RunId,
+        /// The calls to decide.
+        pending: Vec<PendingCall>,
+    },
+    /// The run failed (model error, step budget, deadline); the failure is recorded.
+    Failed {
+        /// The run.
+        run_id: RunId,
+        /// `error.type`, e.g. `step_budget_exhausted`, `deadline_exceeded`, `model_timeout`.
+        error_type: String,
+        /// What happened.
+        message: String,
+    },
+    /// The run was cancelled; the cancellation is recorded.
+    Cancelled {
+        /// The run.
+        run_id: RunId,
+    },
+}
+
+impl RunOutcome {
+    /// The run this outcome is about.
+    pub fn run_id(&self) -> RunId {
+        match self {
+            RunOutcome::Completed { run_id, .. }
+            | RunOutcome::AwaitingApproval { run_id, .. }
+            | RunOutcome::Failed { run_id, .. }
+            | RunOutcome::Cancelled { run_id } => *run_id,
+        }
+    }
+}
+
+/// A person's decision on one pending call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalDecision {
+    /// The call decided (`gen_ai.tool.call.id` from [`PendingCall::call_id`]).
+    pub call_id: String,
+    /// Run it, or not.
+    pub approve: bool,
+    /// Who decided (recorded).
+    pub by: UserId,
+    /// Why, if they said (recorded, and told to the model on denial).
+    pub reason: Option<String>,
+}
+
+/// A run as the ledger has it, with the calls it waits on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunInfo {
+    /// Header and status.
+    pub run: Run,
+    /// The calls awaiting a decision (empty unless the status is awaiting approval).
+    pub pending: Vec<PendingCall>,
+}
+
+/// A request to stop a run, carried to the task driving it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CancelRequest {
+    pub by: Actor,
+    pub reason: Option<String>,
+}
+
+/// A run being driven in this process: its tenant (so `cancel` cannot reach across
+/// tenants) and the channel its driver watches.
+struct Active {
+    tenant: TenantId,
+    cancel: watch::Sender<Option<CancelRequest>>,
+}
+
+/// Removes a run from the active registry when its driver returns, however it returns.
+struct ActiveGuard<'a> {
+    agent: &'a Agent,
+    run: RunId,
+}
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.agent.active().remove(&self.run);
+    }
+}
+
+/// The reasoning loop. One per process, shared by every request (`Arc<Agent>`); it keeps
+/// no run state of its own beyond the cancellation channels of runs it is driving right
+/// now, so any process with the same ledger can resume any run.
+pub struct Agent {
+    pub(crate) config: AgentConfig,
+    pub(crate) deps: AgentDeps,
+    policy: RwLock<Arc<ApprovalPolicy>>,
+    schemas: SchemaCache,
+    active: Mutex<HashMap<RunId, Active>>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("config", &self.config)
+            .field("model", &self.deps.model.name())
+            .field("ledger", &self.deps.ledger.backend())
+            .finish()
+    }
+}
+
+impl Agent {
+    /// An agent over `deps` with `config`.
+    pub fn new(config: AgentConfig, deps: AgentDeps) -> Self {
+        Self {
+            policy: RwLock::new(Arc::new(config.approval.clone())),
+            config,
+            deps,
+            schemas: SchemaCache::default(),
+            active: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Replaces the approval policy; runs use it from their next decision on. Policy is
+    /// data an administrator edits, so it changes without restarting the host.
+    pub fn set_approval_policy(&self, policy: ApprovalPolicy) {
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+    }
+
+    pub(crate) fn policy(&self) -> Arc<ApprovalPolicy> {
+        Arc::clone(&self.policy.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, Active>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a run as driven here; refuses if it already is.
+    fn register(
+        &self,
+        tenant: &TenantId,
+        run: RunId,
+    ) -> Result<(ActiveGuard<'_>, watch::Receiver<Option<CancelRequest>>)> {
+        let mut active = self.active();
+        if active.contains_key(&run) {
+            return Err(AgentError::RunBusy(run));
+        }
+        let (tx, rx) = watch::channel(None);
+        active.insert(
+            run,
+            Active {
+                tenant: tenant.clone(),
+                cancel: tx,
+            },
+        );
+        Ok((ActiveGuard { agent: self, run }, rx))
+    }
+
+    async fn catalog(&self, tenant: &TenantId) -> Result<Catalog> {
+        let tools = self
+            .deps
+            .tools
+            .tools(tenant)
+            .await
+            .map_err(|e| AgentError::Tools(e.to_string()))?;
+        Catalog::build(tools, &self.schemas).map_err(AgentError::Tools)
+    }
+
+    /// Starts a run: records it and the user's message, then asks the model and runs
+    /// tools until the run completes, fails, is cancelled, or pauses for approval.
+    ///
+    /// `Err` only when the run could not be recorded (the ledger refused a write, after
+    /// which nothing more was done) or the tenant's tools could not be listed.
+    #[tracing::instrument(skip(self, request), fields(tenant = %request.tenant, user = %request.user, run))]
+    pub async fn start(&self, request: StartRun) -> Result<RunOutcome> {
+        let StartRun {
+            tenant,
+            user,
+            conversation_id,
+            message,
+        } = request;
+        let actors = Actors::new(&user)?;
+        let catalog = self.catalog(&tenant).await?;
+        let run = self
+            .deps
+            .ledger
+            .start_run(NewRun {
+                tenant: tenant.clone(),
+                user: user.clone(),
+                conversation_id,
+                model: self.deps.model.name().to_string(),
+            })
+            .await
+            .map_err(|e| AgentError::ledger(None, "start_run", e))?;
+        tracing::Span::current().record("run", tracing::field::display(run.id));
+        let (_guard, cancel) = self.register(&tenant, run.id)?;
+        let mut cx = RunCtx {
+            agent: self,
+            tenant,
+            user,
+            run: run.id,
+            actors,
+            transcript: Transcript::default(),
+            catalog,
+            cancel,
+            deadline: Instant::now() + self.config.deadline,
+        };
+        let user_actor = cx.actors.user.clone();
+        let result = async {
+            cx.append(&user_actor, StepKind::UserMessage { text: message })
+                .await?;
+            cx.drive().await
+        }
+        .await;
+        self.settle(&mut cx, result).await
+    }
+
+    /// Resumes a run paused for approval with a decision for every pending call.
+    ///
+    /// The run's conversation is rebuilt from the ledger, so this works in any process
+    /// over the same ledger, after a restart too. The decisions are recorded (who, when,
+    /// why), approved calls run, denied ones go back to the model as errors, and the run
+    /// continues as after [`start`](Agent::start).
+    #[tracing::instrument(skip(self, decisions), fields(tenant = %tenant, run = %run_id, decisions = decisions.len()))]
+    pub async fn resume(
+        &self,
+        tenant: &TenantId,
+        run_id: RunId,
+        decisions: Vec<ApprovalDecision>,
+    ) -> Result<RunOutcome> {
+        let run = self.ledger_run(tenant, run_id).await?;
+        if run.status.is_terminal() {
+            return Err(AgentError::RunEnded {
+                run: run_id,
+                status: run.status,
+            });
+        }
+        if run.status != RunStatus::AwaitingApproval {
+            return Err(AgentError::NotAwaitingApproval {
+                run: run_id,
+                status: run.status,
+            });
+        }
+        let (_guard, cancel) = self.register(tenant, run_id)?;
+        let trail = self
+            .deps
+            .ledger
+            .trail(tenant, run_id)
+            .await
+            .map_err(|e| AgentError::ledger(Some(run_id), "read trail", e))?;
+        let transcript = Transcript::replay(&trail).map_err(|reason| AgentError::Replay {
+            run: run_id,
+            reason,
+        })?;
+        let pending = transcript.pending().to_vec();
+        let decisions = match_decisions(run_id, &pending, decisions)?;
+        let catalog = self.catalog(tenant).await?;
+        let mut cx = RunCtx {
+            agent: self,
+            tenant: tenant.clone(),
+            user: run.user.clone(),
+            run: run_id,
+            actors: Actors::new(&run.user)?,
+            transcript,
+            catalog,
+            cancel,
+            deadline: Instant::now() + self.config.deadline,
+        };
+        let expected_seq = trail.len() as u64;
+        let result = async {
+            let mut planned = Vec::with_capacity(pending.len());
+            for (i, (p, d)) in pending.iter().zip(&decisions).enumerate() {
+                let by =
+                    Actor::parse(format!("user:{}", d.by)).map_err(|e| AgentError::Invalid {
+                        what: "actor",
+                        reason: e.to_string(),
+                    })?;
+                let record = cx
+                    .append(
+                        &by,
+                        StepKind::ApprovalDecided {
+                            call_id: p.call_id.clone(),
+                            decided_by: d.by.clone(),
+                            decided_at: Utc::now(),
+                            decision: if d.approve {
+                                ApprovalOutcome::Approve
+                            } else {
+                                ApprovalOutcome::Deny
+                            },
+                            reason: d.reason.clone(),
+                        },
+                    )
+                    .await?;
+                if i == 0 && record.seq != expected_seq {
+                    // Another process appended to this run since we read it: it is
+                    // resuming too. It got there first; this request runs nothing.
+                    return Err(AgentError::RunBusy(run_id));
+                }
+                let denial = match &d.reason {
+                    Some(r) => format!("{} denied this call: {r}", d.by),
+                    None => format!("{} denied this call", d.by),
+                };
+                planned.push(planned_from_pending(&cx, p, d.approve, denial));
+            }
+            if let Some(outcome) = cx.execute_and_record(planned).await? {
+                return Ok(outcome);
+            }
+            cx.drive().await
+        }
+        .await;
+        match result {
+            Err(AgentError::RunBusy(r)) => Err(AgentError::RunBusy(r)),
+            other => self.settle(&mut cx, other).await,
+        }
+    }
+
+    /// Asks a run to stop. A run driven in this process stops at once (a model request or
+    /// tool call in flight is abandoned) and records `run_cancelled`; a paused run, or
+    /// one driven by another process, gets `run_cancelled` appended here, which seals it
+    /// (the other process's next append then fails and it stops).
+    #[tracing::instrument(skip(self, reason), fields(tenant = %tenant, run = %run_id, by = %by))]
+    pub async fn cancel(
+        &self,
+        tenant: &TenantId,
+        run_id: RunId,
+        by: Actor,
+        reason: Option<String>,
+    ) -> Result<()> {
+        {
+            let active = self.active();
+            if let Some(a) = active.get(&run_id) {
+                if &a.tenant != tenant {
+                    return Err(AgentError::RunNotFound(run_id));
+                }
+                a.cancel.send_replace(Some(CancelRequest { by, reason }));
+                return Ok(());
+            }
+        }
+        let run = self.ledger_run(tenant, run_id).await?;
+        if run.status.is_terminal() {
+            return Err(AgentError::RunEnded {
+                run: run_id,
+                status: run.status,
+            });
+        }
+        self.deps
+            .ledger
+            .append(
+                tenant,
+                run_id,
+                cairn_audit::NewStep {
+                    actor: by.clone(),
+                    step: StepKind::RunCancelled {
+                        cancelled_by: by,
+                        reason,
+                    },
+                },
+            )
+            .await
+            .map_err(|e| match e {
+                LedgerError::RunEnded(_) => AgentError::RunEnded {
+                    run: run_id,
+                    status: RunStatus::Completed,
+                },
+                e => AgentError::ledger(Some(run_id), "append run_cancelled", e),
+            })?;
+        Ok(())
+    }
+
+    /// Where a run stands, and what it waits for.
+    #[tracing::instrument(skip(self), fields(tenant = %tenant, run = %run_id))]
+    pub async fn run_status(&self, tenant: &TenantId, run_id: RunId) -> Result<RunInfo> {
+        let run = self.ledger_run(tenant, run_id).await?;
+        let pending = if run.status == RunStatus::AwaitingApproval {
+            let trail = self
+                .deps
+                .ledger
+                .trail(tenant, run_id)
+                .await
+                .map_err(|e| AgentError::ledger(Some(run_id), "read trail", e))?;
+            Transcript::replay(&trail)
+                .map_err(|reason| AgentError::Replay {
+                    run: run_id,
+                    reason,
+                })?
+                .pending()
+                .to_vec()
+        } else {
+            Vec::new()
+        };
+        Ok(RunInfo { run, pending })
+    }
+
+    async fn ledger_run(&self, tenant: &TenantId, run_id: RunId) -> Result<Run> {
+        self.deps
+            .ledger
+            .run(tenant, run_id)
+            .await
+            .map_err(|e| match e {
+                LedgerError::RunNotFound(_) => AgentError::RunNotFound(run_id),
+                e => AgentError::ledger(Some(run_id), "read run", e),
+            })
+    }
+
+    /// Runs one tool call through the executor.
+    #[tracing::instrument(skip(self, invocation), fields(plugin = %invocation.plugin, tool = %invocation.tool, call_id))]
+    pub(crate) async fn dispatch(
+        &self,
+        invocation: ToolInvocation,
+        call_id: &str,
+    ) -> ToolExecution {
+        tracing::Span::current().record("call_id", call_id);
+        let execution = self.deps.tools.execute(invocation).await;
+        if let Err(f) = &execution.outcome {
+            tracing::info!(error_type = %f.error_type, "tool call failed");
+        }
+        execution
+    }
+
+    /// Turns the result of driving a run into what the caller gets. When a write failed
+    /// the run is marked failed if the ledger still takes a write (best effort: the
+    /// caller gets the original error either way). When the run was ended meanwhile by a
+    /// cancellation appended from elsewhere, that is the outcome.
+    async fn settle(&self, cx: &mut RunCtx<'_>, result: Result<RunOutcome>) -> Result<RunOutcome> {
+        match result {
+            Ok(outcome) => Ok(outcome),
+            Err(AgentError::Ledger {
+                source: LedgerError::RunEnded(_),
+                run,
+                during,
+            }) => match self.ledger_run(&cx.tenant, cx.run).await {
+                Ok(r) if r.status == RunStatus::Cancelled => {
+                    Ok(RunOutcome::Cancelled { run_id: cx.run })
+                }
+                _ => Err(AgentError::Ledger {
+                    run,
+                    during,
+                    source: LedgerError::RunEnded(cx.run.to_string()),
+                }),
+            },
+            Err(e @ AgentError::Ledger { .. }) => {
+                let message = e.to_string();
+                if let Err(again) = cx.fail("ledger_error", message).await {
+                    tracing::error!(error = %again, "could not record the run's failure either");
+                }
+                Err(e)
+            }
+            Err(e) => {
+                let message = e.to_string();
+                if let Err(again) = cx.fail("internal_error", message).await {
+                    tracing::error!(error = %again, "could not record the run's failure");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Lines up decisions with the pending calls, in pending order, refusing unknown,
+/// repeated and missing ones.
+fn match_decisions(
+    run: RunId,
+    pending: &[PendingCall],
+    decisions: Vec<ApprovalDecision>,
+) -> Result<Vec<ApprovalDecision>> {
+    let ids: HashSet<&str> = pending.iter().map(|p| p.call_id.as_str()).collect();
+    let mut by_id: HashMap<String, ApprovalDecision> = HashMap::new();
+    for d in decisions {
+        if !ids.contains(d.call_id.as_str()) {
+            return Err(AgentError::CallNotPending {
+                run,
+                call_id: d.call_id,
+                pending: pending
+                    .iter()
+                    .map(|p| p.call_id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        if by_id.contains_key(&d.call_id) {
+            return Err(AgentError::DuplicateDecision {
+                run,
+                call_id: d.call_id,
+            });
+        }
+        by_id.insert(d.call_id.clone(), d);
+    }
+    let missing: Vec<&str> = pending
+        .iter()
+        .map(|p| p.call_id.as_str())
+        .filter(|id| !by_id.contains_key(*id))
+        .collect();
+    if !missing.is_empty() {
+        return Err(AgentError::UndecidedCalls {
+            run,
+            missing: missing.join(", "),
+        });
+    }
+    Ok(pending
+        .iter()
+        .filter_map(|p| by_id.remove(&p.call_id))
+        .collect())
+}

@@ -1,0 +1,225 @@
+//! The tools offered in a run, under the names the model sees, with their compiled
+//! schema validators.
+//!
+//! Validators are compiled once per tool and kept in a [`SchemaCache`] shared by every
+//! run; a plugin upgraded with a different schema is recompiled on its first use.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cairn_audit::{PluginId as LedgerPluginId, ToolName as LedgerToolName};
+use cairn_manifest::{PluginId, ToolSpec};
+use cairn_model::ToolDefinition;
+use jsonschema::Validator;
+use serde_json::Value;
+
+use crate::tools::AvailableTool;
+
+/// Most schema violations listed in one error message to the model.
+const MAX_LISTED_VIOLATIONS: usize = 5;
+
+/// A tool's two validators (or why one did not compile).
+pub(crate) struct CompiledSchemas {
+    input_schema: Value,
+    output_schema: Value,
+    input: Result<Validator, String>,
+    output: Result<Validator, String>,
+}
+
+impl CompiledSchemas {
+    fn compile(spec: &ToolSpec) -> Self {
+        let compile = |s: &Value| jsonschema::draft202012::new(s).map_err(|e| e.to_string());
+        Self {
+            input: compile(&spec.input_schema),
+            output: compile(&spec.output_schema),
+            input_schema: spec.input_schema.clone(),
+            output_schema: spec.output_schema.clone(),
+        }
+    }
+
+    /// Checks arguments; the error lists the violations by JSON pointer.
+    pub(crate) fn check_input(&self, value: &Value) -> Result<(), String> {
+        check(&self.input, value, "input_schema")
+    }
+
+    /// Checks a result.
+    pub(crate) fn check_output(&self, value: &Value) -> Result<(), String> {
+        check(&self.output, value, "output_schema")
+    }
+}
+
+fn check(validator: &Result<Validator, String>, value: &Value, which: &str) -> Result<(), String> {
+    let validator = validator
+        .as_ref()
+        .map_err(|e| format!("the tool's {which} does not compile: {e}"))?;
+    if validator.is_valid(value) {
+        return Ok(());
+    }
+    let violations: Vec<String> = validator
+        .iter_errors(value)
+        .take(MAX_LISTED_VIOLATIONS)
+        .map(|e| {
+            let path = e.instance_path().to_string();
+            let at = if path.is_empty() {
+                "/".to_string()
+            } else {
+                path
+            };
+            format!("at {at}: {e}")
+        })
+        .collect();
+    Err(violations.join("; "))
+}
+
+/// Validators by (plugin, tool), shared by all runs of an [`Agent`](crate::Agent).
+#[derive(Default)]
+pub(crate) struct SchemaCache {
+    map: Mutex<HashMap<(String, String), Arc<CompiledSchemas>>>,
+}
+
+impl SchemaCache {
+    /// The compiled schemas of `spec`, compiling them on first use or after a change.
+    pub(crate) fn get(&self, plugin: &PluginId, spec: &ToolSpec) -> Arc<CompiledSchemas> {
+        let key = (plugin.to_string(), spec.name.to_string());
+        {
+            let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = map.get(&key)
+                && c.input_schema == spec.input_schema
+                && c.output_schema == spec.output_schema
+            {
+                return Arc::clone(c);
+            }
+        }
+        // Compile outside the lock: other runs keep validating meanwhile.
+        let compiled = Arc::new(CompiledSchemas::compile(spec));
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(key, Arc::clone(&compiled));
+        compiled
+    }
+}
+
+/// One offered tool.
+pub(crate) struct Entry {
+    /// The name the model sees: the tool's own name, or `<plugin>__<tool>` when two
+    /// enabled plugins offer a tool of the same name.
+    pub model_name: String,
+    /// The plugin, as the manifest names it.
+    pub plugin: PluginId,
+    /// The plugin id as the ledger records it.
+    pub ledger_plugin: LedgerPluginId,
+    /// The tool name as the ledger records it (the manifest's name, not the model's).
+    pub ledger_tool: LedgerToolName,
+    /// The declaration.
+    pub spec: ToolSpec,
+    /// Its validators.
+    pub schemas: Arc<CompiledSchemas>,
+}
+
+/// The tools of one run (or resume).
+pub(crate) struct Catalog {
+    entries: Vec<Arc<Entry>>,
+    by_model_name: HashMap<String, usize>,
+    by_plugin_tool: HashMap<(String, String), usize>,
+    definitions: Vec<ToolDefinition>,
+    offered: Vec<LedgerToolName>,
+}
+
+impl Catalog {
+    /// Builds the catalog of `tools`, compiling (or reusing) their validators.
+    pub(crate) fn build(tools: Vec<AvailableTool>, cache: &SchemaCache) -> Result<Self, String> {
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for t in &tools {
+            *counts.entry(t.spec.name.as_str()).or_default() += 1;
+        }
+        let mut entries = Vec::with_capacity(tools.len());
+        for t in &tools {
+            let name = t.spec.name.as_str();
+            let model_name = if counts.get(name).copied().unwrap_or(0) > 1 {
+                format!("{}__{}", t.plugin, name)
+            } else {
+                name.to_string()
+            };
+            let ledger_plugin = LedgerPluginId::parse(t.plugin.as_str())
+                .map_err(|e| format!("plugin {}: {e}", t.plugin))?;
+            let ledger_tool =
+                LedgerToolName::parse(name).map_err(|e| format!("tool {name}: {e}"))?;
+            entries.push(Arc::new(Entry {
+                model_name,
+                schemas: cache.get(&t.plugin, &t.spec),
+                plugin: t.plugin.clone(),
+                ledger_plugin,
+                ledger_tool,
+                spec: t.spec.clone(),
+            }));
+        }
+        let mut by_model_name = HashMap::new();
+        let mut by_plugin_tool = HashMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            if by_model_name.insert(e.model_name.clone(), i).is_some() {
+                return Err(format!(
+                    "plugin {} offers tool {} twice",
+                    e.plugin, e.spec.name
+                ));
+            }
+            by_plugin_tool.insert((e.plugin.to_string(), e.spec.name.to_string()), i);
+        }
+        let definitions = entries
+            .iter()
+            .map(|e| ToolDefinition {
+                name: e.model_name.clone(),
+                description: e.spec.description.clone(),
+                parameters: e.spec.input_schema.clone(),
+            })
+            .collect();
+        let offered = entries
+            .iter()
+            .map(|e| LedgerToolName::parse(e.model_name.as_str()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            entries,
+            by_model_name,
+            by_plugin_tool,
+            definitions,
+            offered,
+        })
+    }
+
+    /// The tool the model called by `name`.
+    pub(crate) fn by_model_name(&self, name: &str) -> Option<&Arc<Entry>> {
+        self.by_model_name.get(name).map(|&i| &self.entries[i])
+    }
+
+    /// The tool recorded as `plugin`/`tool` in the ledger.
+    pub(crate) fn by_recorded(
+        &self,
+        plugin: Option<&LedgerPluginId>,
+        tool: &LedgerToolName,
+    ) -> Option<&Arc<Entry>> {
+        let plugin = plugin?;
+        self.by_plugin_tool
+            .get(&(plugin.to_string(), tool.to_string()))
+            .map(|&i| &self.entries[i])
+    }
+
+    /// The name a recorded call is shown to the model under (its recorded name when the
+    /// tool is gone).
+    pub(crate) fn model_name_of(
+        &self,
+        plugin: Option<&LedgerPluginId>,
+        tool: &LedgerToolName,
+    ) -> String {
+        self.by_recorded(plugin, tool)
+            .map_or_else(|| tool.to_string(), |e| e.model_name.clone())
+    }
+
+    /// The definitions to offer the model.
+    pub(crate) fn definitions(&self) -> &[ToolDefinition] {
+        &self.definitions
+    }
+
+    /// The names offered, as the ledger records them.
+    pub(crate) fn offered(&self) -> &[LedgerToolName] {
+        &self.offered
+    }
+}

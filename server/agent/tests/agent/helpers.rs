@@ -1,0 +1,584 @@
+//! Shared set-up: a ledger per test (SQLite in a temp dir, or a UUID-named PostgreSQL
+//! database dropped afterwards), the real runtime with the `tasks`, `table` and hostile
+//! plugins, a scripted model, and decorators that count tool executions and fail the
+//! ledger on purpose.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cairn_agent::{
+    Agent, AgentConfig, AgentDeps, ApprovalDecision, AvailableTool, RunOutcome, RuntimeTools,
+    StartRun, ToolExecution, ToolExecutor, ToolFailure, ToolInvocation,
+};
+use cairn_audit::{
+    Actor, Backend, Ledger, LedgerError, NewRun, NewStep, PurgeReport, Run, RunId, StepKind,
+    StepPage, StepQuery, StepRecord, TenantId, UserId, VerifyReport,
+};
+use cairn_manifest::Manifest;
+use cairn_model::{
+    ChatMessage, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, ModelError, Role,
+    ToolCall, Usage,
+};
+use cairn_runtime::{HostCeilings, Plugin, Runtime, RuntimeConfig};
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tempfile::TempDir;
+
+pub const TENANT: &str = "acme";
+pub const USER: &str = "alice";
+
+pub fn tenant() -> TenantId {
+    TenantId::parse(TENANT).unwrap()
+}
+
+pub fn user() -> UserId {
+    UserId::parse(USER).unwrap()
+}
+
+// ---------------------------------------------------------------- scripted model
+
+/// What the scripted model does for one request.
+pub enum Step {
+    Answer(ChatResponse),
+    Fail(ModelError),
+    /// Never answers (for cancellation and deadline tests).
+    Hang,
+}
+
+impl Step {
+    pub fn text(text: &str) -> Step {
+        Step::Answer(ChatResponse {
+            message: ChatMessage::assistant(text),
+            finish_reason: FinishReason::Stop,
+            usage: Some(Usage {
+                input_tokens: 100,
+                output_tokens: 10,
+            }),
+            model: "scripted-1".into(),
+        })
+    }
+
+    /// One turn calling these tools, with ids `call_<turn>_<i>` given by the model.
+    pub fn calls(calls: &[(&str, Value)]) -> Step {
+        Self::raw_calls(
+            &calls
+                .iter()
+                .map(|(n, a)| (*n, a.to_string()))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    pub fn call(name: &str, args: Value) -> Step {
+        Self::calls(&[(name, args)])
+    }
+
+    /// Calls whose arguments are this exact text.
+    pub fn raw_calls(calls: &[(&str, String)]) -> Step {
+        Step::Answer(ChatResponse {
+            message: ChatMessage {
+                role: Role::Assistant,
+                content: None,
+                reasoning: None,
+                tool_calls: calls
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (name, args))| ToolCall {
+                        id: format!("call_{i}"),
+                        name: name.to_string(),
+                        arguments: args.clone(),
+                    })
+                    .collect(),
+                tool_call_id: None,
+            },
+            finish_reason: FinishReason::ToolCalls,
+            usage: Some(Usage {
+                input_tokens: 200,
+                output_tokens: 20,
+            }),
+            model: "scripted-1".into(),
+        })
+    }
+
+    pub fn with_reasoning(mut self, text: &str) -> Step {
+        if let Step::Answer(r) = &mut self {
+            r.message.reasoning = Some(text.into());
+        }
+        self
+    }
+}
+
+/// A chat model that plays a script and records every request.
+pub struct ScriptedModel {
+    script: Mutex<VecDeque<Step>>,
+    requests: Mutex<Vec<ChatRequest>>,
+    /// Notified when a request reaches a [`Step::Hang`].
+    pub hanging: tokio::sync::Notify,
+}
+
+impl ScriptedModel {
+    pub fn new(script: impl IntoIterator<Item = Step>) -> Arc<Self> {
+        Arc::new(Self {
+            script: Mutex::new(script.into_iter().collect()),
+            requests: Mutex::new(Vec::new()),
+            hanging: tokio::sync::Notify::new(),
+        })
+    }
+
+    pub fn requests(&self) -> Vec<ChatRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.script.lock().unwrap().len()
+    }
+}
+
+#[async_trait]
+impl ChatModel for ScriptedModel {
+    fn name(&self) -> &str {
+        "scripted"
+    }
+
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
+        self.requests.lock().unwrap().push(request.clone());
+        let step = self.script.lock().unwrap().pop_front();
+        match step {
+            Some(Step::Answer(r)) => Ok(r),
+            Some(Step::Fail(e)) => Err(e),
+            Some(Step::Hang) => {
+                self.hanging.notify_one();
+                futures::future::pending().await
+            }
+            None => Err(ModelError::Malformed("the script ran out".into())),
+        }
+    }
+
+    async fn chat_stream(&self, _request: &ChatRequest) -> Result<ChatStream, ModelError> {
+        Err(ModelError::Malformed("streaming is not scripted".into()))
+    }
+}
+
+// ---------------------------------------------------------------- plugins
+
+fn cache_dir() -> &'static Path {
+    static DIR: OnceLock<TempDir> = OnceLock::new();
+    DIR.get_or_init(|| TempDir::new().unwrap()).path()
+}
+
+/// Serialises loads so parallel tests do not all compile the same component at once.
+static LOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The hostile plugin's tools, as its `describe()` returns them.
+const HOSTILE_TOOLS: &[&str] = &[
+    "noop",
+    "echo",
+    "counter",
+    "infinite_loop",
+    "allocate_forever",
+    "recurse_forever",
+    "huge_output",
+    "fetch",
+    "fetch_many",
+    "panic",
+    "read_file",
+    "read_env",
+    "kv_set",
+    "kv_get",
+    "config_get",
+    "log_flood",
+];
+
+/// The hostile plugin's manifest: every tool read-only (so calls run without approval)
+/// and a short CPU budget so `infinite_loop` is stopped quickly.
+fn hostile_manifest() -> Manifest {
+    let tools: Vec<Value> = HOSTILE_TOOLS
+        .iter()
+        .map(|name| {
+            json!({
+                "name": name,
+                "description": format!("hostile {name}"),
+                "input_schema": { "type": "object" },
+                "output_schema": { "type": "object" },
+                "annotations": { "read_only": true },
+            })
+        })
+        .collect();
+    Manifest::from_json_str(
+        &json!({
+            "id": "hostile",
+            "version": "0.1.0",
+            "publisher": "Cairn agent tests",
+            "description": "Attacks the host.",
+            "tools": tools,
+            "permissions": { "cpu_ms_per_call": 200 },
+        })
+        .to_string(),
+    )
+    .unwrap()
+}
+
+fn example(name: &str) -> &'static cairn_test_plugins::ExamplePlugin {
+    cairn_test_plugins::EXAMPLE_PLUGINS
+        .iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("example plugin {name} was not built"))
+}
+
+/// A fresh runtime (own key-value store) with `tasks`, `table` and `hostile` loaded.
+pub async fn plugins() -> Vec<Plugin> {
+    let runtime = Runtime::new(RuntimeConfig {
+        ceilings: HostCeilings {
+            wall_clock_ms_per_call: 5_000,
+            ..HostCeilings::default()
+        },
+        max_concurrent_calls: 8,
+        ..RuntimeConfig::new(cache_dir())
+    })
+    .unwrap();
+    let _guard = LOADING.lock().await;
+    let mut out = Vec::new();
+    for name in ["tasks", "table"] {
+        let p = example(name);
+        let manifest = Manifest::from_path(Path::new(p.manifest)).unwrap();
+        let bytes = std::fs::read(p.component).unwrap();
+        out.push(
+            runtime
+                .load(&bytes, manifest, Default::default())
+                .await
+                .unwrap(),
+        );
+    }
+    let bytes = std::fs::read(cairn_test_plugins::HOSTILE).unwrap();
+    out.push(
+        runtime
+            .load(&bytes, hostile_manifest(), Default::default())
+            .await
+            .unwrap(),
+    );
+    out
+}
+
+/// Counts the calls that reach the executor: proof that a tool did (not) run.
+pub struct Counting {
+    inner: Arc<dyn ToolExecutor>,
+    pub executed: AtomicUsize,
+    pub names: Mutex<Vec<String>>,
+}
+
+impl Counting {
+    pub fn new(inner: Arc<dyn ToolExecutor>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            executed: AtomicUsize::new(0),
+            names: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn executed(&self) -> usize {
+        self.executed.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl ToolExecutor for Counting {
+    async fn tools(&self, tenant: &TenantId) -> Result<Vec<AvailableTool>, ToolFailure> {
+        self.inner.tools(tenant).await
+    }
+
+    async fn execute(&self, call: ToolInvocation) -> ToolExecution {
+        self.executed.fetch_add(1, Ordering::SeqCst);
+        self.names.lock().unwrap().push(call.tool.clone());
+        self.inner.execute(call).await
+    }
+}
+
+// ---------------------------------------------------------------- ledgers
+
+pub fn admin_url() -> String {
+    std::env::var("CAIRN_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A UUID-named PostgreSQL database, dropped when this is dropped.
+pub struct PgDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl PgDb {
+    pub async fn create() -> PgDb {
+        let name = format!("cairn_agent_{}", uuid::Uuid::new_v4().simple());
+        let mut c = sqlx::PgConnection::connect(&admin_url()).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        let admin = admin_url();
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+        let url = format!("{base}/{name}");
+        PgDb { name, url }
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop on a thread of its own: this may run inside a finished runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut c) = sqlx::PgConnection::connect(&admin_url()).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut c)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A ledger that refuses the `fail_on`-th append (1-based) as unavailable, and then
+/// works again (so the loop's best-effort `run_failed` can be seen).
+pub struct FailingLedger {
+    pub inner: Arc<dyn Ledger>,
+    pub fail_on: usize,
+    appends: AtomicUsize,
+}
+
+impl FailingLedger {
+    pub fn new(inner: Arc<dyn Ledger>, fail_on: usize) -> Self {
+        Self {
+            inner,
+            fail_on,
+            appends: AtomicUsize::new(0),
+        }
+    }
+}
+
+#[async_trait]
+impl Ledger for FailingLedger {
+    fn backend(&self) -> Backend {
+        self.inner.backend()
+    }
+    async fn start_run(&self, new: NewRun) -> cairn_audit::Result<Run> {
+        self.inner.start_run(new).await
+    }
+    async fn append(
+        &self,
+        tenant: &TenantId,
+        run: RunId,
+        step: NewStep,
+    ) -> cairn_audit::Result<StepRecord> {
+        let n = self.appends.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == self.fail_on {
+            return Err(LedgerError::Unavailable {
+                operation: "append",
+                elapsed: Duration::from_millis(5),
+                reason: format!("injected failure on append {n} ({})", step.step.kind_name()),
+            });
+        }
+        self.inner.append(tenant, run, step).await
+    }
+    async fn run(&self, tenant: &TenantId, run: RunId) -> cairn_audit::Result<Run> {
+        self.inner.run(tenant, run).await
+    }
+    async fn trail(&self, tenant: &TenantId, run: RunId) -> cairn_audit::Result<Vec<StepRecord>> {
+        self.inner.trail(tenant, run).await
+    }
+    async fn query(&self, query: &StepQuery) -> cairn_audit::Result<StepPage> {
+        self.inner.query(query).await
+    }
+    async fn purge_before(
+        &self,
+        tenant: &TenantId,
+        cutoff: DateTime<Utc>,
+        actor: &Actor,
+    ) -> cairn_audit::Result<PurgeReport> {
+        self.inner.purge_before(tenant, cutoff, actor).await
+    }
+    async fn verify(
+        &self,
+        tenant: Option<&TenantId>,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> cairn_audit::Result<VerifyReport> {
+        self.inner.verify(tenant, from, to).await
+    }
+    fn export(&self, query: StepQuery) -> BoxStream<'_, cairn_audit::Result<StepRecord>> {
+        self.inner.export(query)
+    }
+}
+
+// ---------------------------------------------------------------- harness
+
+/// One test's world: a ledger, the real plugins behind a counting executor, a scripted
+/// model, and an agent over them.
+pub struct World {
+    pub agent: Agent,
+    pub ledger: Arc<dyn Ledger>,
+    pub model: Arc<ScriptedModel>,
+    pub tools: Arc<Counting>,
+    pub config: AgentConfig,
+    _dir: Option<TempDir>,
+    pub pg: Option<PgDb>,
+}
+
+pub struct WorldBuilder {
+    script: Vec<Step>,
+    config: AgentConfig,
+    pg: bool,
+    fail_append: Option<usize>,
+}
+
+pub fn world(script: impl IntoIterator<Item = Step>) -> WorldBuilder {
+    WorldBuilder {
+        script: script.into_iter().collect(),
+        config: AgentConfig {
+            system_prompt: Some("You are Cairn.".into()),
+            ..AgentConfig::default()
+        },
+        pg: false,
+        fail_append: None,
+    }
+}
+
+impl WorldBuilder {
+    pub fn config(mut self, f: impl FnOnce(&mut AgentConfig)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    pub fn postgres(mut self) -> Self {
+        self.pg = true;
+        self
+    }
+
+    pub fn fail_append(mut self, n: usize) -> Self {
+        self.fail_append = Some(n);
+        self
+    }
+
+    pub async fn build(self) -> World {
+        let (ledger, dir, pg) = if self.pg {
+            let db = PgDb::create().await;
+            let ledger = <dyn Ledger>::open(&db.url).await.unwrap();
+            (ledger, None, Some(db))
+        } else {
+            let dir = TempDir::new().unwrap();
+            let url = format!("sqlite:{}", dir.path().join("ledger.db").display());
+            (<dyn Ledger>::open(&url).await.unwrap(), Some(dir), None)
+        };
+        let runtime_tools: Arc<dyn ToolExecutor> = Arc::new(RuntimeTools::new(plugins().await));
+        let tools = Counting::new(runtime_tools);
+        let model = ScriptedModel::new(self.script);
+        let agent_ledger: Arc<dyn Ledger> = match self.fail_append {
+            Some(n) => Arc::new(FailingLedger::new(Arc::clone(&ledger), n)),
+            None => Arc::clone(&ledger),
+        };
+        let agent = Agent::new(
+            self.config.clone(),
+            AgentDeps {
+                model: model.clone(),
+                ledger: agent_ledger,
+                tools: tools.clone(),
+            },
+        );
+        World {
+            agent,
+            ledger,
+            model,
+            tools,
+            config: self.config,
+            _dir: dir,
+            pg,
+        }
+    }
+}
+
+impl World {
+    pub async fn start(&self, message: &str) -> cairn_agent::Result<RunOutcome> {
+        self.agent
+            .start(StartRun {
+                tenant: tenant(),
+                user: user(),
+                conversation_id: None,
+                message: message.into(),
+            })
+            .await
+    }
+
+    /// The run's steps, after checking the whole ledger verifies.
+    pub async fn trail(&self, run: RunId) -> Vec<StepRecord> {
+        let report = self
+            .ledger
+            .verify(Some(&tenant()), None, None)
+            .await
+            .unwrap();
+        assert!(report.is_ok(), "ledger does not verify: {report}");
+        self.ledger.trail(&tenant(), run).await.unwrap()
+    }
+
+    /// Asserts the run's exact sequence of step kinds (and that the ledger verifies);
+    /// returns the steps for field checks.
+    pub async fn assert_trail(&self, run: RunId, kinds: &[&str]) -> Vec<StepKind> {
+        let trail = self.trail(run).await;
+        let got: Vec<&str> = trail.iter().map(|s| s.step.kind_name()).collect();
+        assert_eq!(got, kinds, "trail of run {run}");
+        trail.into_iter().map(|s| s.step).collect()
+    }
+}
+
+pub fn approve(call_id: &str) -> ApprovalDecision {
+    ApprovalDecision {
+        call_id: call_id.into(),
+        approve: true,
+        by: UserId::parse("bob").unwrap(),
+        reason: None,
+    }
+}
+
+pub fn deny(call_id: &str, reason: &str) -> ApprovalDecision {
+    ApprovalDecision {
+        call_id: call_id.into(),
+        approve: false,
+        by: UserId::parse("bob").unwrap(),
+        reason: Some(reason.into()),
+    }
+}
+
+/// The tool messages of a request, as (call id, content).
+pub fn tool_messages(request: &ChatRequest) -> Vec<(String, String)> {
+    request
+        .messages
+        .iter()
+        .filter(|m| m.role == Role::Tool)
+        .map(|m| {
+            (
+                m.tool_call_id.clone().unwrap_or_default(),
+                m.content.clone().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// The fields of a tool_error step.
+pub fn tool_error(step: &StepKind) -> (&str, &str) {
+    match step {
+        StepKind::ToolError {
+            error_type,
+            message,
+            ..
+        } => (error_type.as_str(), message.as_str()),
+        other => panic!("expected tool_error, got {other:?}"),
+    }
+}
