@@ -1,9 +1,11 @@
 -- The audit ledger.
 --
 -- Every step the copilot takes is a row in audit_steps, chained to the previous step of
--- its run by hash; when a run ends, its last hash is chained into its tenant's seal chain
--- (audit_seals), so removing a step, a run, or a run together with its seal is visible to
--- verification. The hashes are computed by the application (RFC 8785 canonical JSON is
+-- its run by hash. Every run is anchored in its tenant's chain (audit_seals) twice: when it
+-- starts (a `run_opened` record carrying the run id and the genesis hash of its chain) and
+-- when it ends (a `run` seal carrying its last hash and step count). So removing a step, a
+-- whole run (finished or not), or a run together with its records is visible to
+-- verification, at the chain position where the run was opened. The hashes are computed by the application (RFC 8785 canonical JSON is
 -- not something SQL does well); the database's job is to keep rows from changing.
 
 -- Run headers. Immutable: the header is hashed into the genesis of the run's chain, so an
@@ -51,12 +53,21 @@ CREATE TABLE audit_steps (
     user_id   text NOT NULL,
     plugin_id text,
     tool_name text,
-    payload   jsonb NOT NULL,
+    -- The step JSON exactly as it was hashed. `json`, not `jsonb`: jsonb refuses the
+    -- escape \u0000 in strings, and a tool result containing a NUL character must be
+    -- recorded like any other (SQLite keeps it too; both stores behave the same). Storing
+    -- the text as sent also spares a jsonb conversion on every append.
+    payload   json NOT NULL,
     prev_hash bytea NOT NULL CHECK (length(prev_hash) = 32),
     hash      bytea NOT NULL CHECK (length(hash) = 32),
     -- Full text over the string values of the step (keys are not indexed, so searching
-    -- for "arguments" does not match every tool call).
-    search    tsvector GENERATED ALWAYS AS (jsonb_to_tsvector('simple', payload, '["string"]')) STORED,
+    -- for "arguments" does not match every tool call). The search copy is the only place
+    -- the payload becomes jsonb, so NUL escapes are first turned into spaces there (an
+    -- escape is \u0000 preceded by an even number of backslashes; `\\u0000` is a
+    -- backslash and the text "u0000", and stays).
+    search    tsvector GENERATED ALWAYS AS (jsonb_to_tsvector('simple',
+                  regexp_replace(payload::text, '(?<!\\)((?:\\\\)*)\\u0000', '\1 ', 'g')::jsonb,
+                  '["string"]')) STORED,
     -- The backstop behind the run-head lock: two steps can never share a position.
     CONSTRAINT audit_steps_run_seq UNIQUE (run_id, seq)
 );
@@ -67,12 +78,15 @@ CREATE INDEX audit_steps_tool ON audit_steps (tenant, tool_name, id) WHERE tool_
 CREATE INDEX audit_steps_plugin ON audit_steps (tenant, plugin_id, id) WHERE plugin_id IS NOT NULL;
 CREATE INDEX audit_steps_search ON audit_steps USING gin (search);
 
--- The per-tenant chain of run seals and purge records. `body` is exactly the JSON that
--- was hashed (strings and integers only, so jsonb gives it back unchanged).
+-- The per-tenant chain: one `run_opened` record when a run starts, one `run` seal when it
+-- ends, and purge records. `body` is exactly the JSON that was hashed (strings and
+-- integers only, so jsonb gives it back unchanged). Opening records are what make an
+-- unfinished run impossible to delete quietly: the chain says it exists from its first
+-- moment, not only once it is sealed.
 CREATE TABLE audit_seals (
     tenant    text NOT NULL,
     seal_seq  bigint NOT NULL CHECK (seal_seq >= 0),
-    kind      text NOT NULL CHECK (kind IN ('run', 'purge')),
+    kind      text NOT NULL CHECK (kind IN ('run_opened', 'run', 'purge')),
     run_id    uuid,
     sealed_at timestamptz NOT NULL,
     body      jsonb NOT NULL,
@@ -81,7 +95,8 @@ CREATE TABLE audit_seals (
     -- The backstop behind the tenant-head lock: the chain cannot fork.
     PRIMARY KEY (tenant, seal_seq)
 );
-CREATE UNIQUE INDEX audit_seals_run ON audit_seals (run_id) WHERE run_id IS NOT NULL;
+-- A run is opened once and sealed once.
+CREATE UNIQUE INDEX audit_seals_run ON audit_seals (run_id, kind) WHERE run_id IS NOT NULL;
 
 -- The tip of each tenant's seal chain; sealing locks this row. Like the run heads it is
 -- mutable and unhashed; verification uses it only to notice the newest seals vanishing.
@@ -90,6 +105,148 @@ CREATE TABLE audit_tenant_heads (
     next_seal_seq  bigint NOT NULL,
     last_seal_hash bytea NOT NULL
 );
+
+-- Writing, one round trip per operation.
+--
+-- The application computes every hash (RFC 8785 canonical JSON is done in Rust) from the
+-- run and tenant tips it remembers, and hands the finished rows to one of these two
+-- functions. Each locks the tip rows it extends (`FOR UPDATE`), checks that they still are
+-- what the hashes were computed from, and only then writes everything in the same
+-- statement. When a tip has moved (another writer got there first, or this process had
+-- never seen the run), nothing is written and the function returns the current tips, so
+-- the caller recomputes and calls again: still one round trip per attempt, never a
+-- half-written step, never a forked chain (the primary keys on (run_id, seq) and
+-- (tenant, seal_seq) are the backstop).
+
+-- Locks the tenant's chain tip, creating it on the tenant's first record.
+CREATE FUNCTION cairn_audit_lock_tenant(p_tenant text)
+RETURNS audit_tenant_heads
+LANGUAGE plpgsql AS $$
+DECLARE
+    th audit_tenant_heads%ROWTYPE;
+BEGIN
+    SELECT * INTO th FROM audit_tenant_heads WHERE tenant = p_tenant FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO audit_tenant_heads (tenant, next_seal_seq, last_seal_hash)
+            VALUES (p_tenant, 0, decode(repeat('00', 32), 'hex')) ON CONFLICT (tenant) DO NOTHING;
+        SELECT * INTO th FROM audit_tenant_heads WHERE tenant = p_tenant FOR UPDATE;
+    END IF;
+    RETURN th;
+END
+$$;
+
+-- Starts a run: its header, its head, and its `run_opened` record at the tenant tip
+-- (`p_seal_seq`, `p_seal_prev`). Returns opened = false and the current tip when the tip
+-- has moved.
+CREATE FUNCTION cairn_audit_open_run(
+    p_run        uuid,
+    p_tenant     text,
+    p_user       text,
+    p_conv       text,
+    p_model      text,
+    p_started_at timestamptz,
+    p_genesis    bytea,
+    p_seal_seq   bigint,
+    p_seal_prev  bytea,
+    p_seal_hash  bytea,
+    p_seal_body  jsonb
+) RETURNS TABLE (opened boolean, next_seal_seq bigint, last_seal_hash bytea)
+LANGUAGE plpgsql AS $$
+DECLARE
+    th audit_tenant_heads%ROWTYPE := cairn_audit_lock_tenant(p_tenant);
+BEGIN
+    IF th.next_seal_seq <> p_seal_seq OR th.last_seal_hash <> p_seal_prev THEN
+        RETURN QUERY SELECT false, th.next_seal_seq, th.last_seal_hash;
+        RETURN;
+    END IF;
+    INSERT INTO audit_runs (id, tenant, user_id, conversation_id, model, started_at)
+        VALUES (p_run, p_tenant, p_user, p_conv, p_model, p_started_at);
+    INSERT INTO audit_run_heads (run_id, tenant, user_id, next_seq, last_hash, status)
+        VALUES (p_run, p_tenant, p_user, 0, p_genesis, 'running');
+    INSERT INTO audit_seals (tenant, seal_seq, kind, run_id, sealed_at, body, prev_hash, hash)
+        VALUES (p_tenant, p_seal_seq, 'run_opened', p_run, p_started_at, p_seal_body,
+                p_seal_prev, p_seal_hash);
+    UPDATE audit_tenant_heads SET next_seal_seq = p_seal_seq + 1, last_seal_hash = p_seal_hash
+        WHERE tenant = p_tenant;
+    RETURN QUERY SELECT true, p_seal_seq + 1, p_seal_hash;
+END
+$$;
+
+-- Appends step `p_seq` of run `p_run`, linked to `p_prev_hash`, and moves the run head to
+-- `p_status`. A terminal status also seals the run: `p_seal_*` is its record at the
+-- tenant tip. Returns the new step id, or a NULL id and the current run (and, for
+-- terminal steps, tenant) tips when they are not what the caller computed from; no head
+-- at all (an unknown run) comes back as all NULLs.
+CREATE FUNCTION cairn_audit_append(
+    p_run       uuid,
+    p_tenant    text,
+    p_seq       bigint,
+    p_kind      text,
+    p_actor     text,
+    p_at        timestamptz,
+    p_plugin_id text,
+    p_tool_name text,
+    p_payload   json,
+    p_prev_hash bytea,
+    p_hash      bytea,
+    p_status    text,
+    p_seal_seq  bigint,
+    p_seal_prev bytea,
+    p_seal_hash bytea,
+    p_seal_body jsonb
+) RETURNS TABLE (step_id bigint, head_tenant text, head_user text, head_next_seq bigint,
+                 head_last_hash bytea, head_status text, next_seal_seq bigint,
+                 last_seal_hash bytea)
+LANGUAGE plpgsql AS $$
+DECLARE
+    rh audit_run_heads%ROWTYPE;
+    th audit_tenant_heads%ROWTYPE;
+    terminal boolean := p_status IN ('completed', 'failed', 'cancelled');
+    v_id bigint;
+BEGIN
+    SELECT * INTO rh FROM audit_run_heads WHERE run_id = p_run FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT NULL::bigint, NULL::text, NULL::text, NULL::bigint, NULL::bytea,
+                            NULL::text, NULL::bigint, NULL::bytea;
+        RETURN;
+    END IF;
+    IF rh.tenant <> p_tenant OR rh.next_seq <> p_seq OR rh.last_hash <> p_prev_hash
+       OR rh.status NOT IN ('running', 'awaiting_approval') THEN
+        RETURN QUERY SELECT NULL::bigint, rh.tenant, rh.user_id, rh.next_seq, rh.last_hash,
+                            rh.status, NULL::bigint, NULL::bytea;
+        RETURN;
+    END IF;
+    IF terminal THEN
+        th := cairn_audit_lock_tenant(p_tenant);
+        IF p_seal_seq IS NULL OR th.next_seal_seq <> p_seal_seq
+           OR th.last_seal_hash <> p_seal_prev THEN
+            RETURN QUERY SELECT NULL::bigint, rh.tenant, rh.user_id, rh.next_seq, rh.last_hash,
+                                rh.status, th.next_seal_seq, th.last_seal_hash;
+            RETURN;
+        END IF;
+    END IF;
+    INSERT INTO audit_steps (tenant, run_id, seq, kind, actor, at, user_id, plugin_id,
+                             tool_name, payload, prev_hash, hash)
+        VALUES (p_tenant, p_run, p_seq, p_kind, p_actor, p_at, rh.user_id, p_plugin_id,
+                p_tool_name, p_payload, p_prev_hash, p_hash)
+        RETURNING audit_steps.id INTO v_id;
+    UPDATE audit_run_heads
+        SET next_seq = p_seq + 1, last_hash = p_hash, status = p_status,
+            ended_at = CASE WHEN terminal THEN p_at END
+        WHERE run_id = p_run;
+    IF terminal THEN
+        INSERT INTO audit_seals (tenant, seal_seq, kind, run_id, sealed_at, body, prev_hash, hash)
+            VALUES (p_tenant, p_seal_seq, 'run', p_run, p_at, p_seal_body, p_seal_prev,
+                    p_seal_hash);
+        UPDATE audit_tenant_heads
+            SET next_seal_seq = p_seal_seq + 1, last_seal_hash = p_seal_hash
+            WHERE tenant = p_tenant;
+    END IF;
+    RETURN QUERY SELECT v_id, rh.tenant, rh.user_id, p_seq + 1, p_hash, p_status,
+                        CASE WHEN terminal THEN p_seal_seq + 1 END,
+                        CASE WHEN terminal THEN p_seal_hash END;
+END
+$$;
 
 -- Append-only. One statement-level trigger per ledger table refuses UPDATE, DELETE and
 -- TRUNCATE, whoever asks, with one exception: DELETE inside cairn_audit_purge below.

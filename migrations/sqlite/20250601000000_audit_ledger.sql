@@ -53,28 +53,31 @@ CREATE INDEX audit_steps_tool ON audit_steps (tenant, tool_name, id) WHERE tool_
 CREATE INDEX audit_steps_plugin ON audit_steps (tenant, plugin_id, id) WHERE plugin_id IS NOT NULL;
 
 -- Full text over the string values of each step, keyed by the step id. Contentless: the
--- text lives in audit_steps already.
+-- text lives in audit_steps already. NUL characters (a tool result may contain them; the
+-- payload keeps them, escaped) become spaces for indexing, as in PostgreSQL.
 CREATE VIRTUAL TABLE audit_steps_fts USING fts5(body, content = '', contentless_delete = 1);
 CREATE TRIGGER audit_steps_fts_insert AFTER INSERT ON audit_steps BEGIN
     INSERT INTO audit_steps_fts (rowid, body)
-        SELECT new.id, coalesce(group_concat(value, ' '), '')
+        SELECT new.id, coalesce(group_concat(replace(value, char(0), ' '), ' '), '')
         FROM json_tree(new.payload) WHERE type = 'text';
 END;
 CREATE TRIGGER audit_steps_fts_delete AFTER DELETE ON audit_steps BEGIN
     DELETE FROM audit_steps_fts WHERE rowid = old.id;
 END;
 
--- The per-tenant chain of run seals and purge records; body is the hashed JSON.
+-- The per-tenant chain: a `run_opened` record when each run starts, a `run` seal when it
+-- ends, and purge records; body is the hashed JSON. A run is opened once and sealed once.
 CREATE TABLE audit_seals (
     tenant    TEXT NOT NULL,
     seal_seq  INTEGER NOT NULL CHECK (seal_seq >= 0),
-    kind      TEXT NOT NULL CHECK (kind IN ('run', 'purge')),
-    run_id    BLOB UNIQUE,
+    kind      TEXT NOT NULL CHECK (kind IN ('run_opened', 'run', 'purge')),
+    run_id    BLOB,
     sealed_at INTEGER NOT NULL,
     body      TEXT NOT NULL,
     prev_hash BLOB NOT NULL CHECK (length(prev_hash) = 32),
     hash      BLOB NOT NULL CHECK (length(hash) = 32),
-    PRIMARY KEY (tenant, seal_seq)
+    PRIMARY KEY (tenant, seal_seq),
+    UNIQUE (run_id, kind)
 );
 
 CREATE TABLE audit_tenant_heads (

@@ -136,7 +136,7 @@ async fn plain_inserts_pg(pool: &sqlx::PgPool, rows: Arc<Vec<PlainRow>>) -> f64 
                 sqlx::query(
                     "INSERT INTO bench_plain (tenant, run_id, seq, kind, actor, at, user_id, plugin_id,
                          tool_name, payload, prev_hash, hash)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12)",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::json, $11, $12)",
                 )
                 .bind(&r.tenant)
                 .bind(r.run_id)

@@ -90,6 +90,13 @@ impl LedgerError {
                     reason: e.to_string(),
                 }
             }
+            sqlx::Error::Database(db) if is_sqlite_unavailable(db.as_ref()) => {
+                LedgerError::Unavailable {
+                    operation,
+                    elapsed,
+                    reason: e.to_string(),
+                }
+            }
             _ => LedgerError::Database {
                 operation,
                 source: e,
@@ -112,4 +119,15 @@ fn is_unavailable_code(code: Option<&str>) -> bool {
             "57P01" | "57P02" | "57P03" | "08000" | "08003" | "08006" | "08001" | "08004" | "57014"
         )
     )
+}
+
+/// SQLite result codes that mean the database cannot be written now: busy or locked past
+/// the busy timeout (another process holds the write lock), read-only, I/O error, disk
+/// full, cannot open. The extended code's low byte is the primary code.
+fn is_sqlite_unavailable(db: &dyn sqlx::error::DatabaseError) -> bool {
+    db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+        && db
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|c| matches!(c & 0xff, 5 | 6 | 8 | 10 | 13 | 14))
 }

@@ -56,7 +56,9 @@ pub trait Ledger: Send + Sync {
     /// Which database this is.
     fn backend(&self) -> Backend;
 
-    /// Starts a run: records its header, whose hash is the `prev_hash` of step 0.
+    /// Starts a run: records its header, whose hash is the `prev_hash` of step 0, and
+    /// anchors it in its tenant's chain (a `run_opened` record) in the same transaction,
+    /// so that the run cannot later be removed unnoticed, finished or not.
     async fn start_run(&self, new: NewRun) -> Result<Run>;
 
     /// Appends one step to a running run of `tenant`. Fails with

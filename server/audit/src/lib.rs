@@ -2,9 +2,11 @@
 //! query, export, verify.
 //!
 //! Every step the copilot takes is appended to its run's hash chain before the next
-//! action happens; ended runs are sealed into a per-tenant chain; the database refuses
-//! updates and deletes; retention goes through one audited purge; [`Ledger::verify`] names
-//! the first broken link.
+//! action happens; every run is anchored in a per-tenant chain when it starts
+//! (`run_opened`) and sealed into it when it ends; the database refuses updates and
+//! deletes; retention goes through one audited purge; [`Ledger::verify`] names the first
+//! broken link. What verification cannot see (the tail of an unfinished run removed
+//! together with a consistent rewind of its head) is spelled out in the `verify` module.
 //!
 //! ```no_run
 //! # async fn demo() -> cairn_audit::Result<()> {

@@ -83,6 +83,22 @@ pub struct StepRecord {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SealBody {
+    /// A run was started: written in the same transaction as its header, so every run,
+    /// finished or not, has a fixed position in its tenant's chain and cannot be removed
+    /// without breaking it (or being named as missing).
+    RunOpened {
+        /// Tenant.
+        tenant: TenantId,
+        /// Position in the tenant chain.
+        seal_seq: u64,
+        /// The run opened.
+        run_id: RunId,
+        /// The genesis hash of the run's chain (the `prev_hash` of its step 0), which pins
+        /// the run header.
+        genesis: Hash,
+        /// When the run started (hashed as six fractional digits).
+        opened_at: String,
+    },
     /// A terminal run's head: removing the run, or steps at its end, breaks this link.
     Run {
         /// Tenant.
@@ -128,14 +144,18 @@ impl SealBody {
     /// Position in the tenant chain.
     pub fn seal_seq(&self) -> u64 {
         match self {
-            SealBody::Run { seal_seq, .. } | SealBody::Purge { seal_seq, .. } => *seal_seq,
+            SealBody::RunOpened { seal_seq, .. }
+            | SealBody::Run { seal_seq, .. }
+            | SealBody::Purge { seal_seq, .. } => *seal_seq,
         }
     }
 
     /// Tenant.
     pub fn tenant(&self) -> &TenantId {
         match self {
-            SealBody::Run { tenant, .. } | SealBody::Purge { tenant, .. } => tenant,
+            SealBody::RunOpened { tenant, .. }
+            | SealBody::Run { tenant, .. }
+            | SealBody::Purge { tenant, .. } => tenant,
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -37,17 +37,36 @@ struct Head {
     status: RunStatus,
 }
 
+/// A tenant chain tip `(next seal seq, last hash)` as this process last saw it (`None`:
+/// unknown), behind the lock that serialises this process's writes to the chain.
+type TenantTip = Arc<tokio::sync::Mutex<Option<(u64, Hash)>>>;
+
+/// How many times an append or a run start recomputes after finding that a tip moved,
+/// before falling back to the locking transaction.
+const OPTIMISTIC_ATTEMPTS: u32 = 8;
+
+/// The tips as they were when an optimistic write found they had moved.
+struct Moved {
+    head: Head,
+    tip: Option<(u64, Hash)>,
+}
+
 /// The PostgreSQL ledger.
 ///
-/// Appends use one autocommitted statement when this process already knows the run's tip
-/// (a conditional `UPDATE` of the run head joined to the `INSERT` of the step: it succeeds
-/// only if nobody appended in between), and otherwise a transaction that locks the run
-/// head with `SELECT … FOR UPDATE`. Terminal steps always take the locking path, because
-/// sealing also locks the tenant head.
+/// Every write is one round trip: hashes are computed here from the run head and tenant
+/// chain tip this process remembers, and one database function (`cairn_audit_append`,
+/// `cairn_audit_open_run`) locks those tips, checks they are unchanged, and writes the
+/// step, the run head, and for run starts and terminal steps the tenant-chain record, in
+/// one autocommitted statement. When a tip moved, the function writes nothing and returns
+/// the current tips; the write is recomputed and retried (then, after
+/// [`OPTIMISTIC_ATTEMPTS`], done in a transaction that locks the heads first). Writes to
+/// one tenant's chain are serialised inside the process, so its own writers never
+/// conflict there.
 pub struct PgLedger {
     pool: PgPool,
     options: LedgerOptions,
     heads: Mutex<HashMap<Uuid, Head>>,
+    tenants: Mutex<HashMap<String, TenantTip>>,
 }
 
 const STEP_COLUMNS: &str = "s.id, s.tenant, s.run_id, s.seq, s.kind, s.actor, s.at, s.user_id, \
@@ -100,6 +119,7 @@ impl PgLedger {
             pool,
             options,
             heads: Mutex::new(HashMap::new()),
+            tenants: Mutex::new(HashMap::new()),
         };
         if ledger.options.migrate {
             let start = std::time::Instant::now();
@@ -150,61 +170,117 @@ impl PgLedger {
         }
     }
 
-    /// The single-statement append; `Ok(None)` when the cached tip was stale.
-    async fn append_fast(
+    /// This process's view of `tenant`'s chain tip, behind the lock that serialises this
+    /// process's writes to that chain (so its writers never race each other for the tip;
+    /// other processes are caught by the check in the database functions).
+    fn tenant_tip(&self, tenant: &str) -> TenantTip {
+        let mut m = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= HEAD_CACHE_MAX && !m.contains_key(tenant) {
+            m.clear();
+        }
+        m.entry(tenant.to_owned()).or_default().clone()
+    }
+
+    /// One attempt at `cairn_audit_append`: the step (and, for a terminal step, the run's
+    /// seal) computed from the tips this process believes in. `Ok(Err(..))` carries the
+    /// current tips when they were not those.
+    #[allow(clippy::too_many_arguments)]
+    async fn append_once(
         &self,
+        tenant: &TenantId,
         run: Uuid,
-        head: &Head,
+        head: Option<&Head>,
+        tip: Option<(u64, Hash)>,
         step: &NewStep,
-    ) -> std::result::Result<Option<(StepRecord, Head)>, OpError> {
+        payload: &serde_json::Value,
+        payload_text: &str,
+    ) -> std::result::Result<
+        std::result::Result<(StepRecord, Head, Option<(u64, Hash)>), Moved>,
+        OpError,
+    > {
         let at = truncate_micros(Utc::now());
-        let payload = serde_json::to_value(&step.step)?;
-        let seq = head.next_seq;
+        let status = step.step.status_after();
+        // Without a known head, ask with an impossible seq: the answer is the head.
+        let (seq, prev) = head.map_or((-1, Hash::ZERO), |h| (h.next_seq, h.last_hash));
         let hash = canonical::step_hash(
-            &head.last_hash,
+            &prev,
             &run.to_string(),
-            &head.tenant,
-            seq as u64,
+            tenant.as_str(),
+            seq.max(0) as u64,
             step.actor.as_str(),
             &at,
-            &payload,
+            payload,
         )?;
-        let status = step.step.status_after();
+        let seal = if status.is_terminal() {
+            let (seal_seq, seal_prev) = tip.unwrap_or((u64::MAX, Hash::ZERO));
+            let body = serde_json::to_value(SealBody::Run {
+                tenant: tenant.clone(),
+                seal_seq,
+                run_id: RunId::from_uuid(run)?,
+                last_step_hash: hash,
+                step_count: (seq + 1).max(0) as u64,
+                sealed_at: hash_time(&at),
+            })?;
+            let seal_hash = Hash::chain(&seal_prev, &canonical_json(&body)?);
+            Some((seal_seq as i64, seal_prev, seal_hash, body))
+        } else {
+            None
+        };
         let row = sqlx::query(
-            "WITH h AS (
-                 UPDATE audit_run_heads SET next_seq = $3 + 1, last_hash = $12, status = $13
-                 WHERE run_id = $2 AND next_seq = $3 AND last_hash = $11
-                   AND status IN ('running', 'awaiting_approval')
-                 RETURNING run_id)
-             INSERT INTO audit_steps
-                 (tenant, run_id, seq, kind, actor, at, user_id, plugin_id, tool_name, payload, prev_hash, hash)
-             SELECT $1, h.run_id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM h
-             RETURNING id",
+            "SELECT step_id, head_tenant, head_user, head_next_seq, head_last_hash, head_status,
+                    next_seal_seq, last_seal_hash
+             FROM cairn_audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9::json, $10, $11, $12,
+                                     $13, $14, $15, $16)",
         )
-        .bind(&head.tenant)
         .bind(run)
+        .bind(tenant.as_str())
         .bind(seq)
         .bind(step.step.kind_name())
         .bind(step.actor.as_str())
         .bind(at)
-        .bind(&head.user_id)
         .bind(step.step.plugin_id().map(|p| p.as_str()))
         .bind(step.step.tool_name().map(|t| t.as_str()))
-        .bind(&payload)
-        .bind(head.last_hash.as_bytes().as_slice())
+        .bind(payload_text)
+        .bind(prev.as_bytes().as_slice())
         .bind(hash.as_bytes().as_slice())
         .bind(status.as_str())
-        .fetch_optional(&self.pool)
+        .bind(seal.as_ref().map(|s| s.0))
+        .bind(seal.as_ref().map(|s| s.1.as_bytes().to_vec()))
+        .bind(seal.as_ref().map(|s| s.2.as_bytes().to_vec()))
+        .bind(seal.as_ref().map(|s| &s.3))
+        .fetch_one(&self.pool)
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        let rec = self.record(row.try_get("id")?, run, head, seq, at, step, hash)?;
-        let next = Head {
-            next_seq: seq + 1,
-            last_hash: hash,
-            status,
-            ..head.clone()
+        let Some(head_tenant) = row.try_get::<Option<String>, _>("head_tenant")? else {
+            return Err(LedgerError::RunNotFound(run.to_string()).into());
         };
-        Ok(Some((rec, next)))
+        if head_tenant != tenant.as_str() {
+            return Err(LedgerError::RunNotFound(run.to_string()).into());
+        }
+        let now = Head {
+            tenant: head_tenant,
+            user_id: row.try_get("head_user")?,
+            next_seq: row.try_get("head_next_seq")?,
+            last_hash: Hash::from_slice(&row.try_get::<Vec<u8>, _>("head_last_hash")?)?,
+            status: status_of(&row.try_get::<String, _>("head_status")?)?,
+        };
+        let tip_now = match (
+            row.try_get::<Option<i64>, _>("next_seal_seq")?,
+            row.try_get::<Option<Vec<u8>>, _>("last_seal_hash")?,
+        ) {
+            (Some(n), Some(h)) => Some((n as u64, Hash::from_slice(&h)?)),
+            _ => None,
+        };
+        let Some(id) = row.try_get::<Option<i64>, _>("step_id")? else {
+            if now.status.is_terminal() {
+                return Err(LedgerError::RunEnded(run.to_string()).into());
+            }
+            return Ok(Err(Moved {
+                head: now,
+                tip: tip_now,
+            }));
+        };
+        let rec = self.record(id, run, &now, seq, at, step, hash, prev)?;
+        Ok(Ok((rec, now, tip_now)))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -217,6 +293,7 @@ impl PgLedger {
         at: DateTime<Utc>,
         step: &NewStep,
         hash: Hash,
+        prev: Hash,
     ) -> Result<StepRecord> {
         Ok(StepRecord {
             id,
@@ -227,7 +304,7 @@ impl PgLedger {
             actor: step.actor.clone(),
             user: crate::ids::UserId::parse(head.user_id.clone())?,
             step: step.step.clone(),
-            prev_hash: head.last_hash,
+            prev_hash: prev,
             hash,
         })
     }
@@ -265,6 +342,7 @@ impl PgLedger {
         }
         let at = truncate_micros(Utc::now());
         let payload = serde_json::to_value(&step.step)?;
+        let payload_text = serde_json::to_string(&payload)?;
         let seq = head.next_seq;
         let hash = canonical::step_hash(
             &head.last_hash,
@@ -279,7 +357,7 @@ impl PgLedger {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO audit_steps
                  (tenant, run_id, seq, kind, actor, at, user_id, plugin_id, tool_name, payload, prev_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::json, $11, $12) RETURNING id",
         )
         .bind(&head.tenant)
         .bind(run)
@@ -290,7 +368,7 @@ impl PgLedger {
         .bind(&head.user_id)
         .bind(step.step.plugin_id().map(|p| p.as_str()))
         .bind(step.step.tool_name().map(|t| t.as_str()))
-        .bind(&payload)
+        .bind(&payload_text)
         .bind(head.last_hash.as_bytes().as_slice())
         .bind(hash.as_bytes().as_slice())
         .fetch_one(&mut *tx)
@@ -320,7 +398,7 @@ impl PgLedger {
             insert_seal(&mut tx, tenant, seal_seq, &prev, &body, Some(run), at).await?;
         }
         tx.commit().await?;
-        let rec = self.record(id, run, &head, seq, at, step, hash)?;
+        let rec = self.record(id, run, &head, seq, at, step, hash, head.last_hash)?;
         let next = Head {
             next_seq: seq + 1,
             last_hash: hash,
@@ -329,6 +407,48 @@ impl PgLedger {
         };
         Ok((rec, next))
     }
+}
+
+/// One call of `cairn_audit_open_run` with the `run_opened` record computed for the tenant
+/// tip `(seal_seq, prev)`: whether the run was opened, and the tip after the call.
+async fn open_once(
+    conn: &mut sqlx::PgConnection,
+    new: &NewRun,
+    id: RunId,
+    genesis: Hash,
+    started_at: DateTime<Utc>,
+    (seal_seq, prev): (u64, Hash),
+) -> std::result::Result<(bool, (u64, Hash)), OpError> {
+    let body = serde_json::to_value(SealBody::RunOpened {
+        tenant: new.tenant.clone(),
+        seal_seq,
+        run_id: id,
+        genesis,
+        opened_at: hash_time(&started_at),
+    })?;
+    let hash = Hash::chain(&prev, &canonical_json(&body)?);
+    let row = sqlx::query(
+        "SELECT opened, next_seal_seq, last_seal_hash
+         FROM cairn_audit_open_run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(id.as_uuid())
+    .bind(new.tenant.as_str())
+    .bind(new.user.as_str())
+    .bind(new.conversation_id.as_ref().map(|c| c.as_str()))
+    .bind(&new.model)
+    .bind(started_at)
+    .bind(genesis.as_bytes().as_slice())
+    .bind(seal_seq as i64)
+    .bind(prev.as_bytes().as_slice())
+    .bind(hash.as_bytes().as_slice())
+    .bind(&body)
+    .fetch_one(&mut *conn)
+    .await?;
+    let now = (
+        row.try_get::<i64, _>("next_seal_seq")? as u64,
+        Hash::from_slice(&row.try_get::<Vec<u8>, _>("last_seal_hash")?)?,
+    );
+    Ok((row.try_get::<bool, _>("opened")?, now))
 }
 
 /// Locks (creating if needed) the tenant's seal-chain tip: `(next seal seq, last hash)`.
@@ -424,23 +544,49 @@ impl Ledger for PgLedger {
             &new.model,
             &started_at,
         )?;
+        if new.model.contains('\0') {
+            return Err(LedgerError::Invalid {
+                what: "model",
+                reason: "contains a NUL character".into(),
+            });
+        }
+        let tip = self.tenant_tip(new.tenant.as_str());
         bounded("start_run", self.options.operation_timeout, async {
-            sqlx::query(
-                "WITH r AS (
-                     INSERT INTO audit_runs (id, tenant, user_id, conversation_id, model, started_at)
-                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id)
-                 INSERT INTO audit_run_heads (run_id, tenant, user_id, next_seq, last_hash, status)
-                 SELECT id, $2, $3, 0, $7, 'running' FROM r",
+            let mut tip = tip.lock().await;
+            // Unknown tip: ask with an impossible seq; the answer is the tip.
+            let mut current = tip.take().unwrap_or((u64::MAX, Hash::ZERO));
+            for _ in 0..OPTIMISTIC_ATTEMPTS {
+                let mut conn = self.pool.acquire().await?;
+                let (opened, now) =
+                    open_once(&mut conn, &new, id, genesis, started_at, current).await?;
+                current = now;
+                if opened {
+                    *tip = Some(current);
+                    return Ok(());
+                }
+            }
+            // Another process keeps winning the tip: lock it, then write.
+            let mut tx = self.pool.begin().await?;
+            let row = sqlx::query(
+                "SELECT next_seal_seq, last_seal_hash FROM cairn_audit_lock_tenant($1)",
             )
-            .bind(id.as_uuid())
             .bind(new.tenant.as_str())
-            .bind(new.user.as_str())
-            .bind(new.conversation_id.as_ref().map(|c| c.as_str()))
-            .bind(&new.model)
-            .bind(started_at)
-            .bind(genesis.as_bytes().as_slice())
-            .execute(&self.pool)
+            .fetch_one(&mut *tx)
             .await?;
+            let locked = (
+                row.try_get::<i64, _>("next_seal_seq")? as u64,
+                Hash::from_slice(&row.try_get::<Vec<u8>, _>("last_seal_hash")?)?,
+            );
+            let (opened, now) = open_once(&mut tx, &new, id, genesis, started_at, locked).await?;
+            if !opened {
+                return Err(LedgerError::Contention {
+                    run: id.to_string(),
+                    attempts: OPTIMISTIC_ATTEMPTS + 1,
+                }
+                .into());
+            }
+            tx.commit().await?;
+            *tip = Some(now);
             Ok(())
         })
         .await?;
@@ -470,12 +616,44 @@ impl Ledger for PgLedger {
     #[tracing::instrument(skip_all, fields(tenant = %tenant, run = %run, kind = step.step.kind_name()), err)]
     async fn append(&self, tenant: &TenantId, run: RunId, step: NewStep) -> Result<StepRecord> {
         let id = run.as_uuid();
+        let terminal = step.step.status_after().is_terminal();
+        let payload = serde_json::to_value(&step.step)?;
+        let payload_text = serde_json::to_string(&payload)?;
+        let tip_lock = terminal.then(|| self.tenant_tip(tenant.as_str()));
         let result = bounded("append", self.options.operation_timeout, async {
-            if !step.step.status_after().is_terminal()
-                && let Some(head) = self.cached(&id).filter(|h| h.tenant == tenant.as_str())
-                && let Some(done) = self.append_fast(id, &head, &step).await?
-            {
-                return Ok(done);
+            // A terminal step extends the tenant chain: one writer per tenant at a time.
+            let mut tip_guard = match &tip_lock {
+                Some(t) => Some(t.lock().await),
+                None => None,
+            };
+            let mut tip = tip_guard.as_mut().and_then(|g| g.take());
+            let mut head = self.cached(&id).filter(|h| h.tenant == tenant.as_str());
+            for _ in 0..OPTIMISTIC_ATTEMPTS {
+                match self
+                    .append_once(
+                        tenant,
+                        id,
+                        head.as_ref(),
+                        tip,
+                        &step,
+                        &payload,
+                        &payload_text,
+                    )
+                    .await?
+                {
+                    Ok((rec, next, tip_now)) => {
+                        if let Some(g) = tip_guard.as_mut() {
+                            **g = tip_now;
+                        }
+                        return Ok((rec, next));
+                    }
+                    Err(moved) => {
+                        head = Some(moved.head);
+                        if moved.tip.is_some() {
+                            tip = moved.tip;
+                        }
+                    }
+                }
             }
             self.append_locked(tenant, id, &step).await
         })
@@ -671,6 +849,8 @@ impl Ledger for PgLedger {
         .await
         .map_err(map)?;
         tx.commit().await.map_err(map)?;
+        // The chain moved under this process's remembered tip.
+        *self.tenant_tip(tenant.as_str()).lock().await = None;
         Ok(PurgeReport {
             tenant: tenant.clone(),
             cutoff,
@@ -754,7 +934,8 @@ impl Ledger for PgLedger {
             }
             if broken.is_none() {
                 let runs = sqlx::query(
-                    "SELECT r.id, r.tenant, r.user_id, r.conversation_id, r.model, r.started_at, h.next_seq
+                    "SELECT r.id, r.tenant, r.user_id, r.conversation_id, r.model, r.started_at, h.next_seq,
+                            h.last_hash
                      FROM audit_runs r LEFT JOIN audit_run_heads h ON h.run_id = r.id
                      WHERE r.tenant = $1 AND r.id >= $2 AND r.id < $3",
                 )
@@ -773,6 +954,7 @@ impl Ledger for PgLedger {
                         model: r.try_get("model").map_err(map)?,
                         started_at: r.try_get("started_at").map_err(map)?,
                         head_next_seq: r.try_get("next_seq").map_err(map)?,
+                        head_last_hash: r.try_get("last_hash").map_err(map)?,
                     });
                 }
                 let sql = format!(

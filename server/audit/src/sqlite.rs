@@ -322,6 +322,12 @@ impl Ledger for SqliteLedger {
             &new.model,
             &started_at,
         )?;
+        if new.model.contains('\0') {
+            return Err(LedgerError::Invalid {
+                what: "model",
+                reason: "contains a NUL character".into(),
+            });
+        }
         bounded("start_run", self.options.operation_timeout, async {
             let _w = self.write.lock().await;
             let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -346,6 +352,27 @@ impl Ledger for SqliteLedger {
             .bind(new.user.as_str())
             .bind(genesis.as_bytes().as_slice())
             .execute(&mut *tx)
+            .await?;
+            // Anchored in the tenant chain from the start, so the run cannot vanish
+            // unnoticed even if it never ends.
+            let (seal_seq, seal_prev) = tenant_head(&mut tx, &new.tenant).await?;
+            let body = SealBody::RunOpened {
+                tenant: new.tenant.clone(),
+                seal_seq,
+                run_id: id,
+                genesis,
+                opened_at: hash_time(&started_at),
+            };
+            insert_seal(
+                &mut tx,
+                &new.tenant,
+                seal_seq,
+                &seal_prev,
+                &body,
+                Some(id.as_uuid()),
+                "run_opened",
+                started_at,
+            )
             .await?;
             tx.commit().await?;
             Ok(())
@@ -661,7 +688,8 @@ impl Ledger for SqliteLedger {
             }
             if broken.is_none() {
                 let runs = sqlx::query(
-                    "SELECT r.id, r.tenant, r.user_id, r.conversation_id, r.model, r.started_at, h.next_seq
+                    "SELECT r.id, r.tenant, r.user_id, r.conversation_id, r.model, r.started_at, h.next_seq,
+                            h.last_hash
                      FROM audit_runs r LEFT JOIN audit_run_heads h ON h.run_id = r.id
                      WHERE r.tenant = ? AND r.id >= ? AND r.id < ?",
                 )
@@ -681,6 +709,7 @@ impl Ledger for SqliteLedger {
                         started_at: from_micros(r.try_get("started_at").map_err(map)?)
                             .map_err(map)?,
                         head_next_seq: r.try_get("next_seq").map_err(map)?,
+                        head_last_hash: r.try_get("last_hash").map_err(map)?,
                     });
                 }
                 let sql = format!(

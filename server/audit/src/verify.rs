@@ -3,6 +3,22 @@
 //! The stores only fetch rows (seals, run headers, steps in `(run_id, seq)` order); this
 //! module holds the one algorithm both stores share, so SQLite and PostgreSQL cannot
 //! disagree about what "intact" means.
+//!
+//! What is detected, and where:
+//! - every run is anchored in its tenant's chain when it starts (`run_opened`, carrying its
+//!   genesis hash) and again when it ends (the `run` seal, carrying its last hash and step
+//!   count). Removing a run, finished or not, is reported as [`Problem::RunMissing`] at the
+//!   chain position where it was opened; removing it together with its chain records breaks
+//!   the chain itself ([`Problem::SealMissing`]).
+//! - inside a run, an edited, removed, reordered or inserted step breaks the hash links; a
+//!   finished run that was cut short and re-hashed disagrees with its seal.
+//! - **Limit:** the steps at the end of an *unfinished* run are anchored only by the run
+//!   head (`audit_run_heads`), which is mutable and unhashed. Removing the last steps is
+//!   caught when the head is left alone (it still counts them: [`Problem::StepMissing`]) or
+//!   only partly rewritten ([`Problem::RunHeadMismatch`]); someone with write access who
+//!   removes the tail *and* rewinds the head consistently is not detectable until the run
+//!   ends, because nothing hashed records the tail yet. Closing that gap needs a per-step
+//!   anchor outside the database (e.g. streaming step hashes to an external log).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -27,7 +43,8 @@ pub enum Problem {
     OrderBroken,
     /// Steps exist for a run whose header is gone.
     RunHeaderMissing,
-    /// A sealed run is gone and no purge record covers it.
+    /// A run recorded in the tenant chain (opened, and perhaps sealed) is gone and no
+    /// purge record covers it.
     RunMissing,
     /// A run ended but was never sealed into the tenant chain.
     RunNotSealed,
@@ -43,6 +60,11 @@ pub enum Problem {
     IndexColumnMismatch,
     /// A row could not be decoded.
     CorruptRow,
+    /// A run header exists that was never opened in the tenant chain (planted).
+    RunNotAnchored,
+    /// The run's head disagrees with its steps: it is missing, or its last hash is not the
+    /// last step's (steps at the end of an unfinished run removed, head partly rewound).
+    RunHeadMismatch,
 }
 
 impl Problem {
@@ -54,7 +76,7 @@ impl Problem {
             Problem::StepMissing => "step missing",
             Problem::OrderBroken => "order broken: step does not link to the previous step",
             Problem::RunHeaderMissing => "run header missing",
-            Problem::RunMissing => "run missing from the ledger but sealed in the tenant chain",
+            Problem::RunMissing => "run missing from the ledger but recorded in the tenant chain",
             Problem::RunNotSealed => "run ended but is not sealed in the tenant chain",
             Problem::SealMismatch => "run does not match its seal (steps re-hashed or removed)",
             Problem::SealMissing => "seal missing from the tenant chain (a run was removed)",
@@ -62,6 +84,8 @@ impl Problem {
             Problem::SealOrderBroken => "seal does not link to the previous seal",
             Problem::IndexColumnMismatch => "indexed column differs from hashed content",
             Problem::CorruptRow => "row cannot be decoded",
+            Problem::RunNotAnchored => "run is not anchored in the tenant chain",
+            Problem::RunHeadMismatch => "run head disagrees with the run's steps",
         }
     }
 }
@@ -94,7 +118,7 @@ pub struct VerifyCounts {
     pub runs: u64,
     /// Steps verified.
     pub steps: u64,
-    /// Seal records verified (run seals and purge records).
+    /// Tenant-chain records verified (run openings, run seals and purge records).
     pub seals: u64,
     /// Purge records among them.
     pub purges: u64,
@@ -187,6 +211,7 @@ pub(crate) struct RunRow {
     pub model: String,
     pub started_at: DateTime<Utc>,
     pub head_next_seq: Option<i64>,
+    pub head_last_hash: Option<Vec<u8>>,
 }
 
 /// A stored step, as fetched.
@@ -218,6 +243,7 @@ struct RunSeal {
 struct OpenRun {
     id: Uuid,
     header: Option<RunRow>,
+    genesis: Hash,
     next_seq: u64,
     prev: Hash,
     last_kind: Option<String>,
@@ -231,6 +257,8 @@ pub(crate) struct TenantVerifier {
     seal_expected: u64,
     seal_prev: Hash,
     run_seals: HashMap<Uuid, RunSeal>,
+    /// Run id → (seal seq of its `run_opened` record, genesis).
+    opened: HashMap<Uuid, (u64, Hash)>,
     purges: Vec<(u64, String)>,
     runs: HashMap<Uuid, RunRow>,
     seen: std::collections::HashSet<Uuid>,
@@ -251,6 +279,7 @@ impl TenantVerifier {
             seal_expected: 0,
             seal_prev: Hash::ZERO,
             run_seals: HashMap::new(),
+            opened: HashMap::new(),
             purges: Vec::new(),
             runs: HashMap::new(),
             seen: Default::default(),
@@ -374,6 +403,11 @@ impl TenantVerifier {
             ));
         }
         match body {
+            SealBody::RunOpened {
+                run_id, genesis, ..
+            } => {
+                self.opened.insert(run_id.as_uuid(), (seq, genesis));
+            }
             SealBody::Run {
                 run_id,
                 last_step_hash,
@@ -483,6 +517,7 @@ impl TenantVerifier {
             self.open = Some(OpenRun {
                 id: row.run_id,
                 header: Some(h),
+                genesis,
                 next_seq: 0,
                 prev: genesis,
                 last_kind: None,
@@ -625,6 +660,29 @@ impl TenantVerifier {
 
     fn close(&mut self, o: OpenRun) -> Check {
         self.counts.runs += 1;
+        match self.opened.get(&o.id) {
+            None => {
+                return Err(self.brk(
+                    Some(o.id),
+                    None,
+                    None,
+                    "a run_opened record",
+                    "none",
+                    Problem::RunNotAnchored,
+                ));
+            }
+            Some((seal_seq, genesis)) if *genesis != o.genesis => {
+                return Err(self.brk(
+                    Some(o.id),
+                    None,
+                    Some(*seal_seq),
+                    genesis.to_hex(),
+                    o.genesis.to_hex(),
+                    Problem::RunHeaderChanged,
+                ));
+            }
+            Some(_) => {}
+        }
         let terminal = matches!(
             o.last_kind.as_deref(),
             Some("final_answer" | "run_failed" | "run_cancelled")
@@ -650,9 +708,23 @@ impl TenantVerifier {
                 Problem::RunNotSealed,
             ));
         }
-        if let Some(next) = o.header.as_ref().and_then(|h| h.head_next_seq)
-            && next as u64 > o.next_seq
-        {
+        // The run head is not hashed, but an unfinished run's tail has no other anchor:
+        // a head that counts more steps than exist, or whose last hash is not the last
+        // step's, means steps at the end went missing (see the module docs for the limit).
+        let Some(h) = o.header.as_ref() else {
+            return Ok(());
+        };
+        let Some(next) = h.head_next_seq else {
+            return Err(self.brk(
+                Some(o.id),
+                Some(o.next_seq),
+                None,
+                "a run head",
+                "none",
+                Problem::RunHeadMismatch,
+            ));
+        };
+        if next as u64 > o.next_seq {
             return Err(self.brk(
                 Some(o.id),
                 Some(o.next_seq),
@@ -660,6 +732,21 @@ impl TenantVerifier {
                 format!("{next} steps"),
                 format!("{} steps", o.next_seq),
                 Problem::StepMissing,
+            ));
+        }
+        let last = h
+            .head_last_hash
+            .as_deref()
+            .and_then(|b| Hash::from_slice(b).ok());
+        if next as u64 != o.next_seq || last != Some(o.prev) {
+            let found = last.map(|l| l.to_hex()).unwrap_or_else(|| "none".into());
+            return Err(self.brk(
+                Some(o.id),
+                Some(o.next_seq.saturating_sub(1)),
+                None,
+                format!("{} ({} steps)", o.prev.to_hex(), o.next_seq),
+                format!("{found} ({next} steps)"),
+                Problem::RunHeadMismatch,
             ));
         }
         Ok(())
@@ -686,14 +773,53 @@ impl TenantVerifier {
                 continue;
             };
             self.seen.insert(id);
+            let genesis = match canonical::run_genesis(
+                &h.id.to_string(),
+                &h.tenant,
+                &h.user_id,
+                h.conversation_id.as_deref(),
+                &h.model,
+                &h.started_at,
+            ) {
+                Ok(g) => g,
+                Err(e) => {
+                    let b = self.brk(Some(id), None, None, "", e.to_string(), Problem::CorruptRow);
+                    return (self.counts, Some(*b));
+                }
+            };
             let o = OpenRun {
                 id,
                 header: Some(h),
+                genesis,
                 next_seq: 0,
-                prev: Hash::ZERO,
+                prev: genesis,
                 last_kind: None,
             };
             if let Err(b) = self.close(o) {
+                return (self.counts, Some(*b));
+            }
+        }
+        // Runs the chain says were opened, that are gone, and that no purge covers (only
+        // sealed runs are ever purged), reported where they were opened.
+        let mut opened: Vec<(&Uuid, &(u64, Hash))> = self.opened.iter().collect();
+        opened.sort_by_key(|(_, (s, _))| *s);
+        for (id, (seal_seq, _)) in opened {
+            let purged = self.run_seals.get(id).is_some_and(|s| self.purged(s));
+            if !self.seen.contains(id) && self.in_range(id) && !purged {
+                let expected = match self.run_seals.get(id) {
+                    Some(s) => {
+                        format!("run with {} steps (sealed at seal {})", s.count, s.seal_seq)
+                    }
+                    None => "unfinished run".to_string(),
+                };
+                let b = self.brk(
+                    Some(*id),
+                    None,
+                    Some(*seal_seq),
+                    expected,
+                    "no run",
+                    Problem::RunMissing,
+                );
                 return (self.counts, Some(*b));
             }
         }

@@ -28,6 +28,11 @@ both_stores!(
     full_text_search_finds_words_in_step_content,
     export_streams_jsonl_and_csv,
     verify_time_range_limits_runs,
+    deleted_unfinished_run_is_found_where_it_was_opened,
+    deleted_tail_of_unfinished_run_is_found_through_its_head,
+    planted_run_is_not_anchored,
+    nul_characters_are_recorded_and_searchable,
+    nul_in_model_is_refused_the_same_way,
 );
 
 async fn appends_form_a_chain_and_runs_end_sealed(h: &Harness) {
@@ -165,7 +170,7 @@ async fn appends_form_a_chain_and_runs_end_sealed(h: &Harness) {
     assert!(report.is_ok(), "{report}");
     assert_eq!(
         report.to_string(),
-        "OK: 1 tenants, 1 runs, 9 steps, 1 seals verified"
+        "OK: 1 tenants, 1 runs, 9 steps, 2 seals verified"
     );
 }
 
@@ -200,7 +205,8 @@ async fn concurrent_runs_never_fork_a_chain(h: &Harness) {
     assert!(report.is_ok(), "{report}");
     assert_eq!(report.counts.runs, 50);
     assert_eq!(report.counts.steps, 5000);
-    assert_eq!(report.counts.seals, 50);
+    // Each run is opened and sealed in the tenant chain.
+    assert_eq!(report.counts.seals, 100);
 }
 
 async fn concurrent_appends_to_one_run_are_ordered_without_gaps(h: &Harness) {
@@ -310,7 +316,9 @@ async fn deleted_run_leaving_its_seal_is_found(h: &Harness) {
     let r = h.ledger.verify(None, None, None).await.unwrap();
     let b = broken(&r);
     assert_eq!(b.problem, Problem::RunMissing);
-    assert_eq!((b.run, b.seal_seq), (Some(run.id.as_uuid()), Some(1)));
+    // Reported where the run was opened (alice: 0, 1; bob: 2, 3).
+    assert_eq!((b.run, b.seal_seq), (Some(run.id.as_uuid()), Some(2)));
+    assert_eq!(b.expected, "run with 5 steps (sealed at seal 3)");
 }
 
 async fn deleted_run_with_its_seal_is_found(h: &Harness) {
@@ -326,10 +334,10 @@ async fn deleted_run_with_its_seal_is_found(h: &Harness) {
     let r = h.ledger.verify(None, None, None).await.unwrap();
     let b = broken(&r);
     assert_eq!(b.problem, Problem::SealMissing);
-    assert_eq!(b.seal_seq, Some(1));
+    assert_eq!(b.seal_seq, Some(2));
     assert_eq!(
         (b.expected.as_str(), b.found.as_str()),
-        ("seal 1", "seal 2")
+        ("seal 2", "seal 4")
     );
 }
 
@@ -345,7 +353,7 @@ async fn deleted_newest_run_with_its_seal_is_found(h: &Harness) {
     let r = h.ledger.verify(None, None, None).await.unwrap();
     let b = broken(&r);
     assert_eq!(b.problem, Problem::SealMissing);
-    assert_eq!(b.seal_seq, Some(1));
+    assert_eq!(b.seal_seq, Some(2));
 }
 
 async fn swapped_steps_are_found(h: &Harness) {
@@ -400,7 +408,7 @@ async fn forged_rehashed_steps_are_caught_by_the_seal(h: &Harness) {
     assert_eq!(b.problem, Problem::SealMismatch);
     assert_eq!(
         (b.run, b.seq, b.seal_seq),
-        (Some(run.id.as_uuid()), Some(9), Some(0))
+        (Some(run.id.as_uuid()), Some(9), Some(1))
     );
     assert_eq!(b.expected, format!("{} (10 steps)", trail[9].hash.to_hex()));
     assert_eq!(b.found, format!("{} (10 steps)", prev.to_hex()));
@@ -452,7 +460,8 @@ async fn purge_removes_old_sealed_runs_and_verification_still_passes(h: &Harness
         .purge_before(&t, cutoff, &actor("auditor:olga"))
         .await
         .unwrap();
-    assert_eq!((p.runs_purged, p.steps_purged, p.seal_seq), (2, 10, 3));
+    // Chain: old1 opened 0 sealed 1, old2 2 and 3, unsealed_old opened 4, recent 5 and 6.
+    assert_eq!((p.runs_purged, p.steps_purged, p.seal_seq), (2, 10, 7));
 
     assert!(l.trail(&t, old1.id).await.unwrap().is_empty());
     assert!(l.trail(&t, old2.id).await.unwrap().is_empty());
@@ -484,7 +493,7 @@ async fn purge_removes_old_sealed_runs_and_verification_still_passes(h: &Harness
         .purge_before(&t, cutoff, &actor("auditor:olga"))
         .await
         .unwrap();
-    assert_eq!((p2.runs_purged, p2.seal_seq), (0, 4));
+    assert_eq!((p2.runs_purged, p2.seal_seq), (0, 8));
     assert!(l.verify(None, None, None).await.unwrap().is_ok());
 
     // The future is not a valid cutoff.
@@ -736,4 +745,175 @@ async fn ledger_is_usable_as_a_shared_trait_object() {
         .await
         .unwrap();
     assert_eq!(trail.len(), 2);
+}
+
+async fn unfinished_run(h: &Harness, user: &str, n: usize) -> Run {
+    let run = h.ledger.start_run(new_run("acme", user)).await.unwrap();
+    for i in 0..n {
+        h.ledger
+            .append(&tenant("acme"), run.id, user_msg(&format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    run
+}
+
+async fn deleted_unfinished_run_is_found_where_it_was_opened(h: &Harness) {
+    let _a = finished_run(&*h.ledger, "acme", "alice", 3).await; // seals 0, 1
+    let run = unfinished_run(h, "bob", 4).await; // opened at 2
+    let _c = finished_run(&*h.ledger, "acme", "carol", 3).await; // 3, 4
+    let _d = unfinished_run(h, "dave", 0).await; // 5
+    assert!(h.ledger.verify(None, None, None).await.unwrap().is_ok());
+    let id = h.uuid(run.id.as_uuid());
+    h.tamper(&format!(
+        "DELETE FROM audit_steps WHERE run_id = {id}; DELETE FROM audit_runs WHERE id = {id}; \
+         DELETE FROM audit_run_heads WHERE run_id = {id}"
+    ))
+    .await;
+    let r = h.ledger.verify(None, None, None).await.unwrap();
+    let b = broken(&r);
+    assert_eq!(b.problem, Problem::RunMissing);
+    assert_eq!((b.run, b.seal_seq), (Some(run.id.as_uuid()), Some(2)));
+    assert_eq!(
+        (b.expected.as_str(), b.found.as_str()),
+        ("unfinished run", "no run")
+    );
+}
+
+async fn deleted_tail_of_unfinished_run_is_found_through_its_head(h: &Harness) {
+    let run = unfinished_run(h, "alice", 6).await;
+    let id = h.uuid(run.id.as_uuid());
+    // Tail removed, head left alone: the head still counts six steps.
+    h.tamper(&format!(
+        "DELETE FROM audit_steps WHERE run_id = {id} AND seq >= 4"
+    ))
+    .await;
+    let r = h.ledger.verify(None, None, None).await.unwrap();
+    let b = broken(&r);
+    assert_eq!(b.problem, Problem::StepMissing);
+    assert_eq!((b.run, b.seq), (Some(run.id.as_uuid()), Some(4)));
+    assert_eq!(
+        (b.expected.as_str(), b.found.as_str()),
+        ("6 steps", "4 steps")
+    );
+    // Head count rewound too, but not its last hash: it points at a step that is gone.
+    h.tamper(&format!(
+        "UPDATE audit_run_heads SET next_seq = 4 WHERE run_id = {id}"
+    ))
+    .await;
+    let b = broken(&h.ledger.verify(None, None, None).await.unwrap()).clone();
+    assert_eq!(b.problem, Problem::RunHeadMismatch);
+    assert_eq!((b.run, b.seq), (Some(run.id.as_uuid()), Some(3)));
+    // Head removed altogether.
+    h.tamper(&format!("DELETE FROM audit_run_heads WHERE run_id = {id}"))
+        .await;
+    let b = broken(&h.ledger.verify(None, None, None).await.unwrap()).clone();
+    assert_eq!(b.problem, Problem::RunHeadMismatch);
+    // (Tail and head rewound consistently cannot be told apart from a shorter run until
+    // the run ends: see the limit documented in cairn_audit's verify module.)
+}
+
+async fn planted_run_is_not_anchored(h: &Harness) {
+    let run = unfinished_run(h, "alice", 2).await;
+    let id = h.uuid(run.id.as_uuid());
+    // Remove the opening record and re-link nothing: the chain itself breaks...
+    h.tamper(&format!(
+        "DELETE FROM audit_seals WHERE run_id = {id}; DELETE FROM audit_tenant_heads"
+    ))
+    .await;
+    let b = broken(&h.ledger.verify(None, None, None).await.unwrap()).clone();
+    // ...and with the tenant head gone as well, the run itself is the one not anchored.
+    assert_eq!(b.problem, Problem::RunNotAnchored);
+    assert_eq!(b.run, Some(run.id.as_uuid()));
+}
+
+async fn nul_characters_are_recorded_and_searchable(h: &Harness) {
+    let l = &h.ledger;
+    let t = tenant("acme");
+    let run = l.start_run(new_run("acme", "alice")).await.unwrap();
+    let text = "binary\u{0}blob then zebra \\u0000 literal";
+    l.append(&t, run.id, user_msg(text)).await.unwrap();
+    let result =
+        serde_json::json!({"out": "a\u{0}b", "nested": ["\u{0}", {"k\u{0}": "giraffe\u{0}"}]});
+    l.append(
+        &t,
+        run.id,
+        NewStep {
+            actor: actor("plugin:tasks"),
+            step: StepKind::ToolResult {
+                plugin_id: Some(PluginId::parse("tasks").unwrap()),
+                tool_name: ToolName::parse("add_task").unwrap(),
+                call_id: "c\u{0}1".into(),
+                result: result.clone(),
+                duration_ms: 1,
+            },
+        },
+    )
+    .await
+    .unwrap();
+    l.append(&t, run.id, final_answer("done\u{0}"))
+        .await
+        .unwrap();
+    let trail = l.trail(&t, run.id).await.unwrap();
+    assert_eq!(trail.len(), 3);
+    assert_eq!(trail[0].step, StepKind::UserMessage { text: text.into() });
+    match &trail[1].step {
+        StepKind::ToolResult {
+            result: r, call_id, ..
+        } => {
+            assert_eq!(r, &result);
+            assert_eq!(call_id, "c\u{0}1");
+        }
+        other => panic!("{other:?}"),
+    }
+    let r = l.verify(None, None, None).await.unwrap();
+    assert!(r.is_ok(), "{r}");
+    let mut q = StepQuery::new(t.clone());
+    q.text = Some("zebra".into());
+    assert_eq!(l.query(&q).await.unwrap().steps.len(), 1);
+    q.text = Some("giraffe".into());
+    assert_eq!(l.query(&q).await.unwrap().steps.len(), 1);
+}
+
+async fn nul_in_model_is_refused_the_same_way(h: &Harness) {
+    let mut new = new_run("acme", "alice");
+    new.model = "smol\u{0}lm".into();
+    let e = h.ledger.start_run(new).await.unwrap_err();
+    assert!(
+        matches!(e, LedgerError::Invalid { what: "model", .. }),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_a_tenant_chain_without_forking() {
+    // Two ledgers on one database stand for two server processes: each remembers its own
+    // (soon stale) tenant tip and must recover from the other's writes.
+    let h = Harness::pg().await;
+    let other: Arc<dyn Ledger> = Arc::new(
+        PgLedger::connect(&h.url, LedgerOptions::default())
+            .await
+            .unwrap(),
+    );
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let l = if i % 2 == 0 {
+            h.ledger.clone()
+        } else {
+            other.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..3 {
+                finished_run(&*l, "acme", &format!("u{i}"), 4).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let r = h.ledger.verify(None, None, None).await.unwrap();
+    assert!(r.is_ok(), "{r}");
+    assert_eq!((r.counts.runs, r.counts.seals), (48, 96));
+    drop(other);
+    h.cleanup().await;
 }

@@ -155,7 +155,7 @@ async fn append_fails_closed_within_the_bound_and_leaves_nothing_half_written() 
     assert_eq!(next.seq, 3);
     let r = ledger.verify(None, None, None).await.unwrap();
     assert!(r.is_ok(), "{r}");
-    assert_eq!((r.counts.steps, r.counts.seals), (4, 1));
+    assert_eq!((r.counts.steps, r.counts.seals), (4, 2));
     drop(ledger);
     drop_db(&db).await;
 }
@@ -181,4 +181,70 @@ async fn unreachable_server_is_unavailable_not_a_hang() {
     };
     assert!(e.is_unavailable(), "{e}");
     assert!(start.elapsed() < Duration::from_secs(3));
+}
+
+/// SQLite fails closed the same way: another process holds the database's write lock (as a
+/// stuck writer or a backup tool would), appends give up within the bound with
+/// `Unavailable`, and once the lock is released the ledger holds exactly what was
+/// committed and the run carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_append_fails_closed_when_the_database_is_locked() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("ledger.db").display());
+    let bound = Duration::from_millis(800);
+    let options = LedgerOptions {
+        operation_timeout: bound,
+        max_connections: 4,
+        migrate: true,
+    };
+    let ledger: Arc<dyn Ledger> =
+        Arc::new(SqliteLedger::connect(&url, options.clone()).await.unwrap());
+    let t = tenant("acme");
+    let run = ledger.start_run(new_run("acme", "alice")).await.unwrap();
+    for i in 0..3 {
+        ledger
+            .append(&t, run.id, user_msg(&format!("m{i}")))
+            .await
+            .unwrap();
+    }
+
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("BEGIN EXCLUSIVE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+
+    for step in [user_msg("lost"), final_answer("lost")] {
+        let start = Instant::now();
+        let e = ledger.append(&t, run.id, step).await.unwrap_err();
+        let took = start.elapsed();
+        assert!(e.is_unavailable(), "{e}");
+        assert!(took >= bound - Duration::from_millis(100), "{took:?}");
+        assert!(took < bound + Duration::from_secs(1), "{took:?}");
+    }
+    let start = Instant::now();
+    let e = ledger.start_run(new_run("acme", "bob")).await.unwrap_err();
+    assert!(e.is_unavailable(), "{e}");
+    assert!(start.elapsed() < bound + Duration::from_secs(1));
+
+    sqlx::raw_sql("ROLLBACK").execute(&mut other).await.unwrap();
+    drop(other);
+    let trail = ledger.trail(&t, run.id).await.unwrap();
+    assert_eq!(trail.len(), 3);
+    let r = ledger.verify(None, None, None).await.unwrap();
+    assert!(r.is_ok(), "{r}");
+    assert_eq!(
+        (r.counts.runs, r.counts.seals),
+        (1, 1),
+        "nothing of bob's run"
+    );
+    let next = ledger
+        .append(&t, run.id, final_answer("done"))
+        .await
+        .unwrap();
+    assert_eq!(next.seq, 3);
+    let r = ledger.verify(None, None, None).await.unwrap();
+    assert!(r.is_ok(), "{r}");
+    assert_eq!((r.counts.steps, r.counts.seals), (4, 2));
 }
