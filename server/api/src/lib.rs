@@ -1,11 +1,18 @@
 //! The Cairn service and its command-line tool.
 //!
-//! Today this crate holds the `cairn` CLI for plugin authors and auditors:
-//! [`cli`] parses commands, [`package`] reads and writes plugin packages,
-//! [`scaffold`] writes new plugins, and [`sandbox`] runs tools in the real runtime.
+//! The server: [`config`] (settings), [`startup`] (`Application::build`, then
+//! `run_until_stopped`), [`http`] (the router, errors, extractors, authentication and
+//! routes) and [`registry`] (installed plugins per tenant). The `cairn` CLI: [`cli`]
+//! parses commands (`cairn serve` runs the server), [`package`] reads and writes plugin
+//! packages, [`scaffold`] writes new plugins, and [`sandbox`] runs tools in the real
+//! runtime.
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod config;
+pub mod http;
 pub mod package;
+pub mod registry;
 pub mod sandbox;
 pub mod scaffold;
+pub mod startup;

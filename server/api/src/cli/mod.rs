@@ -25,6 +25,13 @@ enum Command {
     /// Check the audit ledger.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Run the API server (settings: `--config FILE` and `CAIRN_*` variables; see
+    /// docs/operators.md).
+    Serve {
+        /// A TOML config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Where compiled components are cached between runs (`CAIRN_CACHE_DIR`, default
@@ -52,6 +59,15 @@ pub(crate) fn default_database_url() -> String {
     format!("sqlite:{}", data_dir().join("ledger.db").display())
 }
 
+/// `cairn serve`: loads the config, binds, serves until SIGINT/SIGTERM.
+async fn serve(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let config = crate::config::Config::load(config.as_deref())?;
+    let app = crate::startup::Application::build(config).await?;
+    eprintln!("cairn: listening on http://{}", app.address());
+    app.run_until_stopped().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs the command line and turns the outcome into an exit code: 0 on success, 1 when
 /// the command ran and failed (a broken ledger, a tool error), 2 for usage errors.
 pub fn main() -> ExitCode {
@@ -77,6 +93,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Plugin(command) => plugin::run(command).await,
             Command::Audit(command) => audit::run(command).await,
+            Command::Serve { config } => serve(config).await,
         }
     });
     match outcome {

@@ -1,0 +1,393 @@
+//! The server's settings: a TOML file (`cairn serve --config FILE`) overlaid by `CAIRN_*`
+//! environment variables, with defaults that give the zero-config embedded setup.
+//!
+//! Every type refuses unknown keys, so a misspelt setting is an error at start-up rather
+//! than a default silently used. Each field's doc comment shows the file key and the
+//! environment variable. `docs/operators.md` lists them all.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for these settings (unknown keys included).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said, with the line.
+        message: String,
+    },
+    /// An environment variable does not parse.
+    #[error("environment variable {var}: {message}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// Why it was refused.
+        message: String,
+    },
+    /// The settings contradict each other or a safety rule.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// All settings of `cairn serve`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `listen = "127.0.0.1:8080"` / `CAIRN_LISTEN`: the address the API binds (port 0
+    /// picks a free port).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// `database_url = "postgres://…"` / `CAIRN_DATABASE_URL` or `DATABASE_URL`: the audit
+    /// ledger. Default: embedded SQLite at `sqlite:<data_dir>/ledger.db?mode=rwc`.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// `data_dir = "/var/lib/cairn"` / `CAIRN_DATA_DIR`: installed packages, the plugin
+    /// registry, plugin key-value data and the embedded ledger. Default
+    /// `~/.local/share/cairn`.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// `cache_dir = "/var/cache/cairn/compiled"` / `CAIRN_CACHE_DIR`: compiled components.
+    /// Loaded as machine code, so it must be writable only by the service. Default
+    /// `~/.cache/cairn/compiled`.
+    #[serde(default = "default_cache_dir")]
+    pub cache_dir: PathBuf,
+    /// `max_body_bytes = 1048576` / `CAIRN_MAX_BODY_BYTES`: largest JSON request body;
+    /// larger ones get 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// `max_package_bytes = 67108864` / `CAIRN_MAX_PACKAGE_BYTES`: largest plugin package
+    /// accepted by `POST /v1/plugins`.
+    #[serde(default = "default_max_package")]
+    pub max_package_bytes: usize,
+    /// `max_concurrent_calls = 64` / `CAIRN_MAX_CONCURRENT_CALLS`: tool calls running at
+    /// once (sizes the sandbox's memory pool); more wait.
+    #[serde(default = "default_concurrent_calls")]
+    pub max_concurrent_calls: u32,
+    /// `[auth]`: who callers are. Default: the development identity (loopback only).
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// `[auth] mode = "dev" | "oidc"`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthConfig {
+    /// `mode = "dev"` / `CAIRN_AUTH=dev`: every request is user `dev` of tenant `dev`
+    /// with the roles user, admin and auditor. Refused on a non-loopback listen address.
+    #[default]
+    Dev,
+    /// `mode = "oidc"` / `CAIRN_AUTH=oidc`: OpenID Connect bearer tokens (JWT access
+    /// tokens) checked against the issuer's published keys.
+    Oidc(OidcConfig),
+}
+
+/// `[auth]` with `mode = "oidc"`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// `issuer = "https://login.example.com/"` / `CAIRN_OIDC_ISSUER`: must equal the
+    /// tokens' `iss` and the discovery document's `issuer`.
+    pub issuer: String,
+    /// `audience = "cairn"` / `CAIRN_OIDC_AUDIENCE`: must be in the tokens' `aud`.
+    pub audience: String,
+    /// `tenant_claim = "tenant"` / `CAIRN_OIDC_TENANT_CLAIM`: the claim naming the
+    /// caller's tenant.
+    #[serde(default = "default_tenant_claim")]
+    pub tenant_claim: String,
+    /// `roles_claim = "roles"` / `CAIRN_OIDC_ROLES_CLAIM`: the claim listing roles (an
+    /// array, or a space-separated string); `user`, `admin` and `auditor` are used.
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    /// `jwks_cache_seconds = 300` / `CAIRN_OIDC_JWKS_CACHE_SECONDS`: how long fetched
+    /// keys are used before they are fetched again.
+    #[serde(default = "default_jwks_cache")]
+    pub jwks_cache_seconds: u64,
+    /// `jwks_min_refetch_seconds = 10` / `CAIRN_OIDC_JWKS_MIN_REFETCH_SECONDS`: a token
+    /// with an unknown key id makes the keys be fetched again (key rotation) at most
+    /// this often, so forged key ids cannot hammer the issuer.
+    #[serde(default = "default_min_refetch")]
+    pub jwks_min_refetch_seconds: u64,
+    /// `leeway_seconds = 30` / `CAIRN_OIDC_LEEWAY_SECONDS`: clock skew tolerated on
+    /// `exp` and `nbf`.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from)
+}
+fn default_data_dir() -> PathBuf {
+    home().join(".local").join("share").join("cairn")
+}
+fn default_cache_dir() -> PathBuf {
+    home().join(".cache").join("cairn").join("compiled")
+}
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+fn default_max_package() -> usize {
+    64 * 1024 * 1024 + 2 * 1024 * 1024
+}
+fn default_concurrent_calls() -> u32 {
+    64
+}
+fn default_tenant_claim() -> String {
+    "tenant".into()
+}
+fn default_roles_claim() -> String {
+    "roles".into()
+}
+fn default_jwks_cache() -> u64 {
+    300
+}
+fn default_min_refetch() -> u64 {
+    10
+}
+fn default_leeway() -> u64 {
+    30
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            database_url: None,
+            data_dir: default_data_dir(),
+            cache_dir: default_cache_dir(),
+            max_body_bytes: default_max_body(),
+            max_package_bytes: default_max_package(),
+            max_concurrent_calls: default_concurrent_calls(),
+            auth: AuthConfig::Dev,
+        }
+    }
+}
+
+impl Config {
+    /// Parses a TOML document (unknown keys are errors).
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Loads the file (if given), applies the environment, and checks the result.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Self::from_toml(&text, path)?
+            }
+            None => Self::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Overlays `CAIRN_*` variables (and `DATABASE_URL`) read through `var`.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(var: &'static str, value: String) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value.parse().map_err(|e: T::Err| ConfigError::Env {
+                var,
+                message: format!("{value:?}: {e}"),
+            })
+        }
+        if let Some(v) = var("CAIRN_LISTEN") {
+            self.listen = parse("CAIRN_LISTEN", v)?;
+        }
+        if let Some(v) = var("CAIRN_DATABASE_URL").or_else(|| var("DATABASE_URL")) {
+            self.database_url = Some(v);
+        }
+        if let Some(v) = var("CAIRN_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = var("CAIRN_CACHE_DIR") {
+            self.cache_dir = PathBuf::from(v);
+        }
+        if let Some(v) = var("CAIRN_MAX_BODY_BYTES") {
+            self.max_body_bytes = parse("CAIRN_MAX_BODY_BYTES", v)?;
+        }
+        if let Some(v) = var("CAIRN_MAX_PACKAGE_BYTES") {
+            self.max_package_bytes = parse("CAIRN_MAX_PACKAGE_BYTES", v)?;
+        }
+        if let Some(v) = var("CAIRN_MAX_CONCURRENT_CALLS") {
+            self.max_concurrent_calls = parse("CAIRN_MAX_CONCURRENT_CALLS", v)?;
+        }
+        match var("CAIRN_AUTH").as_deref() {
+            None => {}
+            Some("dev") => self.auth = AuthConfig::Dev,
+            Some("oidc") if self.auth == AuthConfig::Dev => {
+                let issuer = var("CAIRN_OIDC_ISSUER").ok_or(ConfigError::Env {
+                    var: "CAIRN_OIDC_ISSUER",
+                    message: "required when CAIRN_AUTH=oidc".into(),
+                })?;
+                let audience = var("CAIRN_OIDC_AUDIENCE").ok_or(ConfigError::Env {
+                    var: "CAIRN_OIDC_AUDIENCE",
+                    message: "required when CAIRN_AUTH=oidc".into(),
+                })?;
+                self.auth = AuthConfig::Oidc(OidcConfig {
+                    issuer,
+                    audience,
+                    tenant_claim: default_tenant_claim(),
+                    roles_claim: default_roles_claim(),
+                    jwks_cache_seconds: default_jwks_cache(),
+                    jwks_min_refetch_seconds: default_min_refetch(),
+                    leeway_seconds: default_leeway(),
+                });
+            }
+            Some("oidc") => {}
+            Some(other) => {
+                return Err(ConfigError::Env {
+                    var: "CAIRN_AUTH",
+                    message: format!("{other:?}: expected \"dev\" or \"oidc\""),
+                });
+            }
+        }
+        if let AuthConfig::Oidc(oidc) = &mut self.auth {
+            if let Some(v) = var("CAIRN_OIDC_ISSUER") {
+                oidc.issuer = v;
+            }
+            if let Some(v) = var("CAIRN_OIDC_AUDIENCE") {
+                oidc.audience = v;
+            }
+            if let Some(v) = var("CAIRN_OIDC_TENANT_CLAIM") {
+                oidc.tenant_claim = v;
+            }
+            if let Some(v) = var("CAIRN_OIDC_ROLES_CLAIM") {
+                oidc.roles_claim = v;
+            }
+            if let Some(v) = var("CAIRN_OIDC_JWKS_CACHE_SECONDS") {
+                oidc.jwks_cache_seconds = parse("CAIRN_OIDC_JWKS_CACHE_SECONDS", v)?;
+            }
+            if let Some(v) = var("CAIRN_OIDC_JWKS_MIN_REFETCH_SECONDS") {
+                oidc.jwks_min_refetch_seconds = parse("CAIRN_OIDC_JWKS_MIN_REFETCH_SECONDS", v)?;
+            }
+            if let Some(v) = var("CAIRN_OIDC_LEEWAY_SECONDS") {
+                oidc.leeway_seconds = parse("CAIRN_OIDC_LEEWAY_SECONDS", v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the rules no single field can: above all, that the development identity,
+    /// which lets anyone act as an administrator, is never reachable from another machine.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.auth == AuthConfig::Dev && !self.listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to start: the development identity (auth mode \"dev\") gives every caller \
+                 admin rights and may only listen on a loopback address, not {}; configure \
+                 [auth] mode = \"oidc\" or listen on 127.0.0.1",
+                self.listen
+            )));
+        }
+        if let AuthConfig::Oidc(oidc) = &self.auth {
+            url::Url::parse(&oidc.issuer).map_err(|e| {
+                ConfigError::Invalid(format!("auth.issuer {:?} is not a URL: {e}", oidc.issuer))
+            })?;
+            if oidc.audience.is_empty() {
+                return Err(ConfigError::Invalid("auth.audience is empty".into()));
+            }
+        }
+        if self.max_body_bytes == 0 || self.max_package_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "max_body_bytes and max_package_bytes must be above 0".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The ledger URL: the configured one, or the embedded SQLite file in the data dir.
+    pub fn ledger_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite:{}?mode=rwc",
+                self.data_dir.join("ledger.db").display()
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let error = Config::from_toml(
+            "listen = \"127.0.0.1:1\"\nlisten_port = 3\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("listen_port"), "{error}");
+        let error = Config::from_toml(
+            "[auth]\nmode = \"oidc\"\nissuer = \"https://i\"\naudience = \"a\"\nroles = \"x\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("roles"), "{error}");
+    }
+
+    #[test]
+    fn the_dev_identity_is_refused_off_loopback() {
+        let mut config =
+            Config::from_toml("listen = \"0.0.0.0:8080\"", Path::new("c.toml")).unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("loopback"), "{error}");
+        config.listen = "[::1]:8080".parse().unwrap();
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let mut config = Config::from_toml(
+            "[auth]\nmode = \"oidc\"\nissuer = \"https://i\"\naudience = \"a\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        config
+            .apply_env(|name| match name {
+                "DATABASE_URL" => Some("postgres://db/cairn".into()),
+                "CAIRN_OIDC_AUDIENCE" => Some("b".into()),
+                "CAIRN_LISTEN" => Some("10.0.0.1:9000".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(config.ledger_url(), "postgres://db/cairn");
+        let AuthConfig::Oidc(oidc) = &config.auth else {
+            panic!()
+        };
+        assert_eq!(oidc.audience, "b");
+        assert_eq!(oidc.tenant_claim, "tenant");
+        config.validate().unwrap();
+        let error = config
+            .apply_env(|name| (name == "CAIRN_MAX_BODY_BYTES").then(|| "lots".into()))
+            .unwrap_err();
+        assert!(error.to_string().contains("CAIRN_MAX_BODY_BYTES"));
+    }
+}

@@ -1,0 +1,153 @@
+//! Prometheus metrics, kept in memory and rendered as text at `GET /metrics`.
+//!
+//! Few series and a lock held for nanoseconds: a dependency-free registry is enough, and
+//! the route label is the matched route pattern (never the raw path, which would let
+//! callers create unbounded series).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use super::AppState;
+
+/// Upper bounds of the latency histogram buckets, in seconds.
+const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                self.counts[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += secs;
+    }
+}
+
+/// The server's metrics.
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+    tool_calls: Mutex<BTreeMap<(String, String, &'static str), Histogram>>,
+}
+
+impl Metrics {
+    /// Records one HTTP request.
+    pub fn record_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        requests
+            .entry((method.to_owned(), route.to_owned(), status))
+            .or_default()
+            .observe(elapsed);
+    }
+
+    /// Records one tool call and whether it succeeded.
+    pub fn record_tool_call(&self, plugin: &str, tool: &str, ok: bool, elapsed: Duration) {
+        let mut calls = self.tool_calls.lock().unwrap_or_else(|e| e.into_inner());
+        calls
+            .entry((
+                plugin.to_owned(),
+                tool.to_owned(),
+                if ok { "ok" } else { "error" },
+            ))
+            .or_default()
+            .observe(elapsed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        out.push_str("# HELP cairn_http_requests_total HTTP requests by route and status.\n");
+        out.push_str("# TYPE cairn_http_requests_total counter\n");
+        for ((method, route, status), h) in requests.iter() {
+            let _ = writeln!(
+                out,
+                "cairn_http_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {}",
+                escape(route),
+                h.count
+            );
+        }
+        out.push_str("# HELP cairn_http_request_duration_seconds HTTP request latency.\n");
+        out.push_str("# TYPE cairn_http_request_duration_seconds histogram\n");
+        for ((method, route, status), h) in requests.iter() {
+            let labels = format!(
+                "method=\"{method}\",route=\"{}\",status=\"{status}\"",
+                escape(route)
+            );
+            write_histogram(&mut out, "cairn_http_request_duration_seconds", &labels, h);
+        }
+        drop(requests);
+        let calls = self.tool_calls.lock().unwrap_or_else(|e| e.into_inner());
+        out.push_str("# HELP cairn_tool_calls_total Tool calls by plugin, tool and outcome.\n");
+        out.push_str("# TYPE cairn_tool_calls_total counter\n");
+        for ((plugin, tool, outcome), h) in calls.iter() {
+            let _ = writeln!(
+                out,
+                "cairn_tool_calls_total{{plugin=\"{}\",tool=\"{}\",outcome=\"{outcome}\"}} {}",
+                escape(plugin),
+                escape(tool),
+                h.count
+            );
+        }
+        out.push_str("# HELP cairn_tool_call_duration_seconds Tool call latency.\n");
+        out.push_str("# TYPE cairn_tool_call_duration_seconds histogram\n");
+        for ((plugin, tool, outcome), h) in calls.iter() {
+            let labels = format!(
+                "plugin=\"{}\",tool=\"{}\",outcome=\"{outcome}\"",
+                escape(plugin),
+                escape(tool)
+            );
+            write_histogram(&mut out, "cairn_tool_call_duration_seconds", &labels, h);
+        }
+        out
+    }
+}
+
+fn write_histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
+    for (bound, count) in BUCKETS.iter().zip(h.counts) {
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {count}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Middleware: times every request and counts it by matched route and status.
+pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    state.metrics.record_request(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}

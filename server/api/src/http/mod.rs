@@ -1,0 +1,125 @@
+//! The HTTP API: shared state, the router, and one module per group of routes.
+//!
+//! [`router`] is pure (state in, `Router` out), so tests can drive it without a socket;
+//! [`crate::startup`] binds it. The OpenAPI document is generated from the handlers'
+//! `#[utoipa::path]` annotations and served at `/openapi.json`.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod routes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
+use cairn_audit::Ledger;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::registry::Registry;
+use auth::Authenticator;
+use error::ApiError;
+use metrics::Metrics;
+
+/// Everything handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The audit ledger.
+    pub ledger: Arc<dyn Ledger>,
+    /// The plugin registry (which owns the sandbox runtime).
+    pub registry: Arc<Registry>,
+    /// How callers are authenticated.
+    pub auth: Authenticator,
+    /// Request and tool-call metrics.
+    pub metrics: Arc<Metrics>,
+    /// Body size limits.
+    pub limits: Limits,
+}
+
+/// Body size limits, from config.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest JSON body.
+    pub max_body_bytes: usize,
+    /// Largest plugin package.
+    pub max_package_bytes: usize,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Cairn API",
+        description = "Enterprise copilot plugin platform: plugins, direct tool invocation, and the audit ledger. Errors are `{\"error\": {\"code\", \"message\", \"field\"?}}`."
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(error::ErrorBody, error::ErrorDetail)),
+    tags(
+        (name = "health", description = "Liveness, readiness and metrics."),
+        (name = "plugins", description = "Installing, configuring and invoking plugins (writes: admin role)."),
+        (name = "audit", description = "The audit ledger (auditor role).")
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                utoipa::openapi::security::HttpBuilder::from(Http::new(HttpAuthScheme::Bearer))
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::health::router())
+        .merge(routes::plugins::router())
+        .merge(routes::audit::router())
+}
+
+/// The OpenAPI 3.1 document, generated from the handlers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
+}
+
+/// The application's routes over `state`.
+pub fn router(state: AppState) -> Router {
+    let (router, openapi) = api_router().split_for_parts();
+    let document = Arc::new(openapi);
+    router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let document = Arc::clone(&document);
+                async move { axum::Json(document.as_ref().clone()) }
+            }),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found() -> impl IntoResponse {
+    ApiError::NotFound("no such route".into())
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    ApiError::MethodNotAllowed
+}

@@ -1,0 +1,121 @@
+//! Building and running the server: [`Application::build`] opens the ledger, the plugin
+//! runtime and registry, binds the listener (port 0 picks a free one, which tests use to
+//! run in parallel) and returns before serving, so the caller knows the port.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use cairn_runtime::{JsonFileKv, Runtime, RuntimeConfig};
+use tokio::net::TcpListener;
+
+use crate::config::{AuthConfig, Config};
+use crate::http::auth::Authenticator;
+use crate::http::auth::oidc::OidcVerifier;
+use crate::http::metrics::Metrics;
+use crate::http::{AppState, Limits, router};
+use crate::registry::Registry;
+
+/// A bound, not yet serving, server.
+pub struct Application {
+    listener: TcpListener,
+    address: SocketAddr,
+    state: AppState,
+}
+
+impl Application {
+    /// Checks the config, opens everything the server needs and binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
+        let url = config.ledger_url();
+        let ledger = cairn_audit::open(&url, cairn_audit::LedgerOptions::default())
+            .await
+            .context("opening the audit ledger")?;
+
+        let mut runtime_config = RuntimeConfig::new(&config.cache_dir);
+        runtime_config.max_concurrent_calls = config.max_concurrent_calls;
+        let kv_path = config.data_dir.join("plugin-kv.json");
+        runtime_config.kv =
+            Arc::new(JsonFileKv::open(&kv_path).with_context(|| {
+                format!("opening the plugin key-value file {}", kv_path.display())
+            })?);
+        let runtime = Runtime::new(runtime_config).context("starting the plugin runtime")?;
+        let registry = Registry::open(&config.data_dir, runtime)
+            .await
+            .context("opening the plugin registry")?;
+
+        let auth = match &config.auth {
+            AuthConfig::Dev => {
+                tracing::warn!(
+                    "development identity: every request acts as user `dev` (loopback only)"
+                );
+                Authenticator::Dev
+            }
+            AuthConfig::Oidc(oidc) => {
+                Authenticator::Oidc(Arc::new(OidcVerifier::new(oidc.clone())?))
+            }
+        };
+        let state = AppState {
+            ledger,
+            registry: Arc::new(registry),
+            auth,
+            metrics: Arc::new(Metrics::default()),
+            limits: Limits {
+                max_body_bytes: config.max_body_bytes,
+                max_package_bytes: config.max_package_bytes,
+            },
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let address = listener.local_addr().context("reading the bound address")?;
+        Ok(Self {
+            listener,
+            address,
+            state,
+        })
+    }
+
+    /// The port actually bound.
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// The address actually bound.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Serves until SIGINT or SIGTERM, then finishes in-flight requests.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        tracing::info!(address = %self.address, "serving");
+        axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving")
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
