@@ -132,6 +132,33 @@ pub enum OpenAiConfigError {
 
 /// A chat model behind an OpenAI-compatible HTTP API. Cheap to clone; clones share
 /// one connection pool.
+///
+/// 429, 5xx and connection failures are retried with jittered exponential backoff,
+/// honouring `Retry-After` up to [`OpenAiConfig::max_retry_after`]; the final error
+/// says how many attempts were made. Other 4xx are [`ModelError::Rejected`] at once;
+/// a timeout is [`ModelError::Timeout`] and is not retried here. Reasoning is read from
+/// `reasoning_content`, `reasoning` or a leading `<think>` block (see
+/// [`crate::reasoning`]). It talks HTTP through reqwest rather than async-openai,
+/// because that client drops `Retry-After`, loses the status of non-JSON 4xx bodies and
+/// retries by its own policy (the reasons are spelled out in `src/openai/mod.rs`).
+///
+/// ```no_run
+/// use cairn_model::{ChatMessage, ChatModel, ChatRequest, OpenAiCompatible, OpenAiConfig};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let model = OpenAiCompatible::new(OpenAiConfig {
+///     max_retries: 5,
+///     ..OpenAiConfig::new("http://localhost:8000/v1", "Qwen/Qwen3-8B")
+/// })?;
+/// let request = ChatRequest {
+///     messages: vec![ChatMessage::user("What is on my list today?")],
+///     ..ChatRequest::default()
+/// };
+/// let answer = model.chat(&request).await?;
+/// println!("{:?} {:?}", answer.message.reasoning, answer.message.content);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct OpenAiCompatible {
     inner: Arc<Inner>,
