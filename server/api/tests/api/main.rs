@@ -229,6 +229,18 @@ async fn install_enable_invoke_tasks_is_audited_and_verifies() {
     )
     .await;
     assert_eq!(error["field"], "arguments.priority");
+    let error = expect_error(
+        app.invoke(
+            &id,
+            "add_task",
+            json!({"title": "x", "colour": "red"}),
+            None,
+        )
+        .await,
+        422,
+    )
+    .await;
+    assert_eq!(error["field"], "arguments.colour");
     let error = expect_error(app.invoke(&id, "no_such_tool", json!({}), None).await, 404).await;
     assert_eq!(error["code"], "not_found");
 
@@ -1027,4 +1039,81 @@ async fn invoke_and_verify_on_postgres() {
     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut admin)
         .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// `cairn serve`: config errors stop it; SIGTERM stops it cleanly.
+
+fn cairn_serve(config: &std::path::Path, data: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"));
+    command
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("CAIRN_DATA_DIR", data)
+        .env(
+            "CAIRN_CACHE_DIR",
+            std::env::temp_dir().join("cairn-api-tests-compiled"),
+        )
+        .env("CAIRN_MAX_CONCURRENT_CALLS", "2")
+        .env_remove("DATABASE_URL")
+        .env_remove("CAIRN_LISTEN")
+        .env_remove("CAIRN_AUTH");
+    command
+}
+
+#[test]
+fn cairn_serve_refuses_bad_config_and_the_dev_identity_off_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cairn.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nlisten_port = 1\n").unwrap();
+    let output = cairn_serve(&config, dir.path()).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("listen_port"), "{stderr}");
+
+    std::fs::write(&config, "listen = \"0.0.0.0:0\"\n").unwrap();
+    let output = cairn_serve(&config, dir.path()).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("loopback"), "{stderr}");
+}
+
+#[tokio::test]
+async fn cairn_serve_answers_and_stops_cleanly_on_sigterm() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cairn.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\n").unwrap();
+    let mut child = cairn_serve(&config, dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let address = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stderr).lines().find_map(|l| {
+            l.ok().and_then(|l| {
+                l.split_once("listening on ")
+                    .map(|(_, a)| a.trim().to_owned())
+            })
+        })
+    })
+    .await
+    .unwrap()
+    .expect("cairn serve printed its address");
+    let response = helpers::http_client()
+        .get(format!("{address}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
 }

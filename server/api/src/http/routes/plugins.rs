@@ -552,11 +552,16 @@ fn validate_arguments(schema: &Value, arguments: &Value) -> ApiResult<()> {
         field.push('.');
         field.push_str(&segment.replace("~1", "/").replace("~0", "~"));
     }
-    if let jsonschema::error::ValidationErrorKind::Required { property } = error.kind()
-        && let Some(name) = property.as_str()
-    {
+    // `required` and `additionalProperties` fail at the parent object; name the member.
+    use jsonschema::error::ValidationErrorKind;
+    let member = match error.kind() {
+        ValidationErrorKind::Required { property } => property.as_str().map(str::to_owned),
+        ValidationErrorKind::AdditionalProperties { unexpected } => unexpected.first().cloned(),
+        _ => None,
+    };
+    if let Some(name) = member {
         field.push('.');
-        field.push_str(name);
+        field.push_str(&name);
     }
     Err(ApiError::unprocessable(
         "invalid_arguments",
