@@ -11,6 +11,7 @@ use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::canonical::{self, Hash, canonical_json, hash_time, truncate_micros};
@@ -37,9 +38,54 @@ struct Head {
     status: RunStatus,
 }
 
-/// A tenant chain tip `(next seal seq, last hash)` as this process last saw it (`None`:
-/// unknown), behind the lock that serialises this process's writes to the chain.
-type TenantTip = Arc<tokio::sync::Mutex<Option<(u64, Hash)>>>;
+/// A write that extends a tenant's chain: a run start or a terminal step (with its seal).
+enum ChainOp {
+    Open {
+        new: NewRun,
+        id: RunId,
+        genesis: Hash,
+        started_at: DateTime<Utc>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Seal {
+        run: Uuid,
+        head: Option<Head>,
+        step: NewStep,
+        payload: serde_json::Value,
+        payload_text: String,
+        reply: oneshot::Sender<Result<(StepRecord, Head)>>,
+    },
+}
+
+impl ChainOp {
+    fn abandoned(&self) -> bool {
+        match self {
+            ChainOp::Open { reply, .. } => reply.is_closed(),
+            ChainOp::Seal { reply, .. } => reply.is_closed(),
+        }
+    }
+
+    fn fail(self, e: LedgerError) {
+        match self {
+            ChainOp::Open { reply, .. } => drop(reply.send(Err(e))),
+            ChainOp::Seal { reply, .. } => drop(reply.send(Err(e))),
+        }
+    }
+}
+
+/// What one chain write came to inside a batch.
+enum Outcome {
+    Opened,
+    Appended(Box<Result<(StepRecord, Head)>>),
+}
+
+/// One tenant's chain writes in this process: queued, then written in batches (group
+/// commit) by whichever writer holds `writer`.
+#[derive(Default)]
+struct TenantChain {
+    pending: Mutex<Vec<ChainOp>>,
+    writer: tokio::sync::Mutex<()>,
+}
 
 /// How many times an append or a run start recomputes after finding that a tip moved,
 /// before falling back to the locking transaction.
@@ -48,25 +94,29 @@ const OPTIMISTIC_ATTEMPTS: u32 = 8;
 /// The tips as they were when an optimistic write found they had moved.
 struct Moved {
     head: Head,
-    tip: Option<(u64, Hash)>,
 }
 
 /// The PostgreSQL ledger.
 ///
-/// Every write is one round trip: hashes are computed here from the run head and tenant
-/// chain tip this process remembers, and one database function (`cairn_audit_append`,
-/// `cairn_audit_open_run`) locks those tips, checks they are unchanged, and writes the
-/// step, the run head, and for run starts and terminal steps the tenant-chain record, in
-/// one autocommitted statement. When a tip moved, the function writes nothing and returns
-/// the current tips; the write is recomputed and retried (then, after
-/// [`OPTIMISTIC_ATTEMPTS`], done in a transaction that locks the heads first). Writes to
-/// one tenant's chain are serialised inside the process, so its own writers never
-/// conflict there.
+/// A step append is one round trip: its hash is computed here from the run head this
+/// process remembers, and `cairn_audit_append` locks the head, checks it is unchanged,
+/// and writes the step and the new head in one autocommitted statement. When the head
+/// has moved, nothing is written and the current head comes back; the append is
+/// recomputed and retried (after [`OPTIMISTIC_ATTEMPTS`], done in a transaction that locks
+/// the head first).
+///
+/// Run starts and terminal steps also extend the tenant chain, which is one sequence per
+/// tenant. They are queued per tenant and written in batches: whoever gets the tenant's
+/// writer lock takes everything queued, locks the tenant tip in the database, writes each
+/// record (`cairn_audit_open_run`, `cairn_audit_append`) chained on the previous one, and
+/// commits once. So concurrent run starts and ends share one commit instead of queueing
+/// for one each, and the chain cannot fork (the database lock also orders writers in
+/// other processes).
 pub struct PgLedger {
     pool: PgPool,
     options: LedgerOptions,
     heads: Mutex<HashMap<Uuid, Head>>,
-    tenants: Mutex<HashMap<String, TenantTip>>,
+    tenants: Mutex<HashMap<String, Arc<TenantChain>>>,
 }
 
 const STEP_COLUMNS: &str = "s.id, s.tenant, s.run_id, s.seq, s.kind, s.actor, s.at, s.user_id, \
@@ -170,15 +220,161 @@ impl PgLedger {
         }
     }
 
-    /// This process's view of `tenant`'s chain tip, behind the lock that serialises this
-    /// process's writes to that chain (so its writers never race each other for the tip;
-    /// other processes are caught by the check in the database functions).
-    fn tenant_tip(&self, tenant: &str) -> TenantTip {
+    /// The chain-write queue of `tenant`.
+    fn chain(&self, tenant: &str) -> Arc<TenantChain> {
         let mut m = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
         if m.len() >= HEAD_CACHE_MAX && !m.contains_key(tenant) {
             m.clear();
         }
         m.entry(tenant.to_owned()).or_default().clone()
+    }
+
+    /// Queues `op` on the tenant chain and writes whatever is queued once this writer's
+    /// turn comes (its own op may already have been written by the writer before).
+    async fn chain_write(
+        &self,
+        tenant: &TenantId,
+        op: ChainOp,
+    ) -> std::result::Result<(), OpError> {
+        let chain = self.chain(tenant.as_str());
+        chain
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(op);
+        let _w = chain.writer.lock().await;
+        let batch: Vec<ChainOp> =
+            std::mem::take(&mut *chain.pending.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_iter()
+                .filter(|op| !op.abandoned())
+                .collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let start = std::time::Instant::now();
+        match self.write_batch(tenant, &batch).await {
+            Ok(outcomes) => {
+                for (op, outcome) in batch.into_iter().zip(outcomes) {
+                    match (op, outcome) {
+                        (ChainOp::Open { reply, .. }, Outcome::Opened) => drop(reply.send(Ok(()))),
+                        (ChainOp::Seal { reply, .. }, Outcome::Appended(r)) => drop(reply.send(*r)),
+                        (op, _) => op.fail(LedgerError::Corrupt("chain batch out of step".into())),
+                    }
+                }
+            }
+            Err(e) => {
+                let e = match e {
+                    OpError::Sqlx(e) => LedgerError::from_sqlx("append", start.elapsed(), e),
+                    OpError::Ledger(e) => e,
+                };
+                // Nothing of the batch was committed; every writer in it gets the error.
+                let reason = e.to_string();
+                let unavailable = e.is_unavailable();
+                for op in batch {
+                    op.fail(if unavailable {
+                        LedgerError::Unavailable {
+                            operation: "append",
+                            elapsed: start.elapsed(),
+                            reason: reason.clone(),
+                        }
+                    } else {
+                        LedgerError::Database {
+                            operation: "append",
+                            source: sqlx::Error::Protocol(reason.clone()),
+                        }
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a batch of chain records in one transaction holding the tenant tip.
+    async fn write_batch(
+        &self,
+        tenant: &TenantId,
+        ops: &[ChainOp],
+    ) -> std::result::Result<Vec<Outcome>, OpError> {
+        let mut tx = self.pool.begin().await?;
+        let row =
+            sqlx::query("SELECT next_seal_seq, last_seal_hash FROM cairn_audit_lock_tenant($1)")
+                .bind(tenant.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+        let mut tip = (
+            row.try_get::<i64, _>("next_seal_seq")? as u64,
+            Hash::from_slice(&row.try_get::<Vec<u8>, _>("last_seal_hash")?)?,
+        );
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            match op {
+                ChainOp::Open {
+                    new,
+                    id,
+                    genesis,
+                    started_at,
+                    ..
+                } => {
+                    let (opened, now) =
+                        open_once(&mut tx, new, *id, *genesis, *started_at, tip).await?;
+                    if !opened {
+                        return Err(
+                            LedgerError::Corrupt("tenant tip moved under its lock".into()).into(),
+                        );
+                    }
+                    tip = now;
+                    out.push(Outcome::Opened);
+                }
+                ChainOp::Seal {
+                    run,
+                    head,
+                    step,
+                    payload,
+                    payload_text,
+                    ..
+                } => {
+                    let mut head = head.clone();
+                    let mut result = Err(LedgerError::Contention {
+                        run: run.to_string(),
+                        attempts: OPTIMISTIC_ATTEMPTS,
+                    });
+                    for _ in 0..OPTIMISTIC_ATTEMPTS {
+                        match self
+                            .append_once(
+                                &mut tx,
+                                tenant,
+                                *run,
+                                head.as_ref(),
+                                Some(tip),
+                                step,
+                                payload,
+                                payload_text,
+                            )
+                            .await
+                        {
+                            Ok(Ok((rec, next, tip_now))) => {
+                                if let Some(t) = tip_now {
+                                    tip = t;
+                                }
+                                result = Ok((rec, next));
+                                break;
+                            }
+                            Ok(Err(moved)) => head = Some(moved.head),
+                            // Refused (unknown run, run ended): nothing written, the
+                            // transaction is intact.
+                            Err(OpError::Ledger(e)) => {
+                                result = Err(e);
+                                break;
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    out.push(Outcome::Appended(Box::new(result)));
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     /// One attempt at `cairn_audit_append`: the step (and, for a terminal step, the run's
@@ -187,6 +383,7 @@ impl PgLedger {
     #[allow(clippy::too_many_arguments)]
     async fn append_once(
         &self,
+        conn: &mut sqlx::PgConnection,
         tenant: &TenantId,
         run: Uuid,
         head: Option<&Head>,
@@ -248,7 +445,7 @@ impl PgLedger {
         .bind(seal.as_ref().map(|s| s.1.as_bytes().to_vec()))
         .bind(seal.as_ref().map(|s| s.2.as_bytes().to_vec()))
         .bind(seal.as_ref().map(|s| &s.3))
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *conn)
         .await?;
         let Some(head_tenant) = row.try_get::<Option<String>, _>("head_tenant")? else {
             return Err(LedgerError::RunNotFound(run.to_string()).into());
@@ -274,10 +471,7 @@ impl PgLedger {
             if now.status.is_terminal() {
                 return Err(LedgerError::RunEnded(run.to_string()).into());
             }
-            return Ok(Err(Moved {
-                head: now,
-                tip: tip_now,
-            }));
+            return Ok(Err(Moved { head: now }));
         };
         let rec = self.record(id, run, &now, seq, at, step, hash, prev)?;
         Ok(Ok((rec, now, tip_now)))
@@ -550,44 +744,20 @@ impl Ledger for PgLedger {
                 reason: "contains a NUL character".into(),
             });
         }
-        let tip = self.tenant_tip(new.tenant.as_str());
         bounded("start_run", self.options.operation_timeout, async {
-            let mut tip = tip.lock().await;
-            // Unknown tip: ask with an impossible seq; the answer is the tip.
-            let mut current = tip.take().unwrap_or((u64::MAX, Hash::ZERO));
-            for _ in 0..OPTIMISTIC_ATTEMPTS {
-                let mut conn = self.pool.acquire().await?;
-                let (opened, now) =
-                    open_once(&mut conn, &new, id, genesis, started_at, current).await?;
-                current = now;
-                if opened {
-                    *tip = Some(current);
-                    return Ok(());
-                }
+            let (reply, answer) = oneshot::channel();
+            let op = ChainOp::Open {
+                new: new.clone(),
+                id,
+                genesis,
+                started_at,
+                reply,
+            };
+            self.chain_write(&new.tenant, op).await?;
+            match answer.await {
+                Ok(r) => Ok(r?),
+                Err(_) => Err(abandoned("start_run").into()),
             }
-            // Another process keeps winning the tip: lock it, then write.
-            let mut tx = self.pool.begin().await?;
-            let row = sqlx::query(
-                "SELECT next_seal_seq, last_seal_hash FROM cairn_audit_lock_tenant($1)",
-            )
-            .bind(new.tenant.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
-            let locked = (
-                row.try_get::<i64, _>("next_seal_seq")? as u64,
-                Hash::from_slice(&row.try_get::<Vec<u8>, _>("last_seal_hash")?)?,
-            );
-            let (opened, now) = open_once(&mut tx, &new, id, genesis, started_at, locked).await?;
-            if !opened {
-                return Err(LedgerError::Contention {
-                    run: id.to_string(),
-                    attempts: OPTIMISTIC_ATTEMPTS + 1,
-                }
-                .into());
-            }
-            tx.commit().await?;
-            *tip = Some(now);
-            Ok(())
         })
         .await?;
         self.remember(
@@ -619,40 +789,42 @@ impl Ledger for PgLedger {
         let terminal = step.step.status_after().is_terminal();
         let payload = serde_json::to_value(&step.step)?;
         let payload_text = serde_json::to_string(&payload)?;
-        let tip_lock = terminal.then(|| self.tenant_tip(tenant.as_str()));
         let result = bounded("append", self.options.operation_timeout, async {
-            // A terminal step extends the tenant chain: one writer per tenant at a time.
-            let mut tip_guard = match &tip_lock {
-                Some(t) => Some(t.lock().await),
-                None => None,
-            };
-            let mut tip = tip_guard.as_mut().and_then(|g| g.take());
-            let mut head = self.cached(&id).filter(|h| h.tenant == tenant.as_str());
+            let head = self.cached(&id).filter(|h| h.tenant == tenant.as_str());
+            if terminal {
+                let (reply, answer) = oneshot::channel();
+                let op = ChainOp::Seal {
+                    run: id,
+                    head,
+                    step: step.clone(),
+                    payload,
+                    payload_text,
+                    reply,
+                };
+                self.chain_write(tenant, op).await?;
+                return match answer.await {
+                    Ok(r) => Ok(r?),
+                    Err(_) => Err(abandoned("append").into()),
+                };
+            }
+            let mut head = head;
             for _ in 0..OPTIMISTIC_ATTEMPTS {
+                let mut conn = self.pool.acquire().await?;
                 match self
                     .append_once(
+                        &mut conn,
                         tenant,
                         id,
                         head.as_ref(),
-                        tip,
+                        None,
                         &step,
                         &payload,
                         &payload_text,
                     )
                     .await?
                 {
-                    Ok((rec, next, tip_now)) => {
-                        if let Some(g) = tip_guard.as_mut() {
-                            **g = tip_now;
-                        }
-                        return Ok((rec, next));
-                    }
-                    Err(moved) => {
-                        head = Some(moved.head);
-                        if moved.tip.is_some() {
-                            tip = moved.tip;
-                        }
-                    }
+                    Ok((rec, next, _)) => return Ok((rec, next)),
+                    Err(moved) => head = Some(moved.head),
                 }
             }
             self.append_locked(tenant, id, &step).await
@@ -849,8 +1021,6 @@ impl Ledger for PgLedger {
         .await
         .map_err(map)?;
         tx.commit().await.map_err(map)?;
-        // The chain moved under this process's remembered tip.
-        *self.tenant_tip(tenant.as_str()).lock().await = None;
         Ok(PurgeReport {
             tenant: tenant.clone(),
             cutoff,
@@ -986,6 +1156,16 @@ impl Ledger for PgLedger {
             counts: total,
             broken: None,
         })
+    }
+}
+
+/// A chain write whose batch writer gave up (it timed out while writing): the write was
+/// not committed by that batch.
+fn abandoned(operation: &'static str) -> LedgerError {
+    LedgerError::Unavailable {
+        operation,
+        elapsed: Duration::ZERO,
+        reason: "the batch carrying this write was abandoned".into(),
     }
 }
 
