@@ -45,7 +45,13 @@ fn status_kib(field: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exporting_a_million_steps_uses_bounded_memory() {
-    let h = Harness::pg().await;
+    // This test is about memory, not latency: on a loaded 2-core CI machine one page of
+    // the export can take longer than the default 5 s operation timeout.
+    let h = Harness::pg_with(cairn_audit::LedgerOptions {
+        operation_timeout: std::time::Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await;
     let Store::Pg { pool, .. } = &h.store else {
         unreachable!()
     };
