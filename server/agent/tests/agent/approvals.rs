@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use cairn_agent::*;
 use cairn_audit::{Actor, ApprovalOutcome, Ledger, PolicyOutcome, RunStatus, StepKind, TenantId};
+use cairn_model::OpenAiCompatible;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -28,11 +29,14 @@ const PAUSED: &[&str] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approved_call_runs_after_a_restart_in_a_new_agent() {
-    let w = world([Step::call(
+    let w = world([call(
         "add_task",
         json!({ "title": "Renew passport", "priority": "high" }),
     )
-    .with_reasoning("A task with side effects.")])
+    .with_reasoning(
+        ReasoningShape::ReasoningContent,
+        "A task with side effects.",
+    )])
     .postgres()
     .build()
     .await;
@@ -40,7 +44,7 @@ async fn an_approved_call_runs_after_a_restart_in_a_new_agent() {
     let run = outcome.run_id();
     let pending = paused(&outcome);
     assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0].call_id, "call_0");
+    assert_eq!(pending[0].call_id, "call_1_1");
     assert_eq!(pending[0].tool.as_str(), "add_task");
     assert_eq!(pending[0].plugin.as_ref().unwrap().as_str(), "tasks");
     assert_eq!(
@@ -62,7 +66,7 @@ async fn an_approved_call_runs_after_a_restart_in_a_new_agent() {
     assert_eq!(*decision, PolicyOutcome::Refused);
     assert_eq!(rule, "approval.default");
     assert!(reason.contains("not read-only"), "{reason}");
-    assert_eq!(call_id.as_deref(), Some("call_0"));
+    assert_eq!(call_id.as_deref(), Some("call_1_1"));
     let StepKind::ApprovalRequested {
         call_id, tool_name, ..
     } = &steps[5]
@@ -71,7 +75,7 @@ async fn an_approved_call_runs_after_a_restart_in_a_new_agent() {
     };
     assert_eq!(
         (call_id.as_str(), tool_name.as_str()),
-        ("call_0", "add_task")
+        ("call_1_1", "add_task")
     );
     let info = w.agent.run_status(&tenant(), run).await.unwrap();
     assert_eq!(info.run.status, RunStatus::AwaitingApproval);
@@ -81,18 +85,19 @@ async fn an_approved_call_runs_after_a_restart_in_a_new_agent() {
     let ledger = <dyn Ledger>::open(&w.pg.as_ref().unwrap().url)
         .await
         .unwrap();
-    let model = ScriptedModel::new([Step::text("Added \"Renew passport\".")]);
+    let model_server = ScriptedServer::start([text("Added \"Renew passport\".")]).await;
+    let model = Arc::new(OpenAiCompatible::new(model_config(&model_server)).unwrap());
     let tools = Counting::new(Arc::new(RuntimeTools::new(plugins().await)));
     let agent = Agent::new(
         w.config.clone(),
         AgentDeps {
-            model: model.clone(),
+            model,
             ledger,
             tools: tools.clone(),
         },
     );
     let outcome = agent
-        .resume(&tenant(), run, vec![approve("call_0")])
+        .resume(&tenant(), run, vec![approve("call_1_1")])
         .await
         .unwrap();
     assert_eq!(
@@ -131,7 +136,7 @@ async fn an_approved_call_runs_after_a_restart_in_a_new_agent() {
     };
     assert_eq!(
         (call_id.as_str(), decided_by.as_str(), *decision, reason),
-        ("call_0", "bob", ApprovalOutcome::Approve, &None)
+        ("call_1_1", "bob", ApprovalOutcome::Approve, &None)
     );
     let StepKind::ToolResult { result, .. } = &steps[7] else {
         unreachable!()
@@ -140,23 +145,17 @@ async fn an_approved_call_runs_after_a_restart_in_a_new_agent() {
     assert_eq!(result["priority"], "high");
 
     // The new process rebuilt the conversation from the ledger alone.
-    let request = &model.requests()[0];
+    let request = &model_server.requests()[0];
+    assert_eq!(request["messages"][0]["content"], "You are Cairn.");
     assert_eq!(
-        request.messages[0].content.as_deref(),
-        Some("You are Cairn.")
+        request["messages"][1]["content"],
+        "Remind me to renew my passport"
     );
-    assert_eq!(
-        request.messages[1].content.as_deref(),
-        Some("Remind me to renew my passport")
-    );
-    let assistant = &request.messages[2];
-    assert_eq!(
-        assistant.reasoning.as_deref(),
-        Some("A task with side effects.")
-    );
-    assert_eq!(assistant.tool_calls[0].name, "add_task");
+    let assistant = &request["messages"][2];
+    assert_eq!(assistant["reasoning_content"], "A task with side effects.");
+    assert_eq!(assistant["tool_calls"][0]["function"]["name"], "add_task");
     let told = tool_messages(request);
-    assert_eq!(told[0].0, "call_0");
+    assert_eq!(told[0].0, "call_1_1");
     assert_eq!(
         serde_json::from_str::<Value>(&told[0].1).unwrap()["title"],
         "Renew passport"
@@ -166,8 +165,8 @@ async fn an_approved_call_runs_after_a_restart_in_a_new_agent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_denied_call_goes_back_to_the_model_as_an_error() {
     let w = world([
-        Step::call("delete_task", json!({ "id": "1" })),
-        Step::text("OK, I left it."),
+        call("delete_task", json!({ "id": "1" })),
+        text("OK, I left it."),
     ])
     .build()
     .await;
@@ -176,7 +175,7 @@ async fn a_denied_call_goes_back_to_the_model_as_an_error() {
     paused(&outcome);
     let outcome = w
         .agent
-        .resume(&tenant(), run, vec![deny("call_0", "I still need it")])
+        .resume(&tenant(), run, vec![deny("call_1_1", "I still need it")])
         .await
         .unwrap();
     assert!(
@@ -211,18 +210,18 @@ async fn a_denied_call_goes_back_to_the_model_as_an_error() {
     let (kind, message) = tool_error(&steps[7]);
     assert_eq!(kind, "denied_by_user");
     assert_eq!(message, "bob denied this call: I still need it");
-    let told = tool_messages(&w.model.requests()[1]);
+    let told = tool_messages(&w.server.requests()[1]);
     assert!(told[0].1.contains("denied_by_user"), "{told:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_calls_of_a_gated_turn_run_before_the_pause() {
     let w = world([
-        Step::calls(&[
+        calls(&[
             ("add_task", json!({ "title": "Call Anna" })),
             ("list_tasks", json!({})),
         ]),
-        Step::text("Added; your list was empty before."),
+        text("Added; your list was empty before."),
     ])
     .build()
     .await;
@@ -232,7 +231,7 @@ async fn read_only_calls_of_a_gated_turn_run_before_the_pause() {
     assert_eq!(w.tools.executed(), 1, "list_tasks ran, add_task waits");
     let outcome = w
         .agent
-        .resume(&tenant(), run, vec![approve("call_0")])
+        .resume(&tenant(), run, vec![approve("call_1_1")])
         .await
         .unwrap();
     assert!(
@@ -259,10 +258,10 @@ async fn read_only_calls_of_a_gated_turn_run_before_the_pause() {
     )
     .await;
     // The model gets both results in call order, not record order.
-    let told = tool_messages(&w.model.requests()[1]);
+    let told = tool_messages(&w.server.requests()[1]);
     assert_eq!(
         told.iter().map(|t| t.0.as_str()).collect::<Vec<_>>(),
-        ["call_0", "call_1"]
+        ["call_1_1", "call_1_2"]
     );
     assert_eq!(*w.tools.names.lock().unwrap(), ["list_tasks", "add_task"]);
 }
@@ -277,8 +276,8 @@ async fn policy_modes_always_ask_and_deny_are_data() {
     )
     .unwrap();
     let w = world([
-        Step::call("add_task", json!({ "title": "x" })),
-        Step::call("list_tasks", json!({})),
+        call("add_task", json!({ "title": "x" })),
+        call("list_tasks", json!({})),
     ])
     .config(|c| c.approval = policy)
     .build()
@@ -321,19 +320,19 @@ async fn policy_modes_always_ask_and_deny_are_data() {
         unreachable!()
     };
     assert_eq!(rule, "approval.tenants.acme.tools.tasks.list_tasks");
-    let told = tool_messages(&w.model.requests()[1]);
+    let told = tool_messages(&w.server.requests()[1]);
     assert!(told[0].1.contains("denied_by_policy"), "{told:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_decisions_are_typed_errors_and_change_nothing() {
     let w = world([
-        Step::calls(&[
+        calls(&[
             ("add_task", json!({ "title": "a" })),
             ("add_task", json!({ "title": "b" })),
         ]),
-        Step::text("done"),
-        Step::Hang,
+        text("done"),
+        hang(),
     ])
     .build()
     .await;
@@ -350,10 +349,10 @@ async fn bad_decisions_are_typed_errors_and_change_nothing() {
     );
     let r = w
         .agent
-        .resume(&tenant(), run, vec![approve("call_0")])
+        .resume(&tenant(), run, vec![approve("call_1_1")])
         .await;
     assert!(
-        matches!(&r, Err(AgentError::UndecidedCalls { missing, .. }) if missing == "call_1"),
+        matches!(&r, Err(AgentError::UndecidedCalls { missing, .. }) if missing == "call_1_2"),
         "{r:?}"
     );
     let r = w
@@ -361,7 +360,11 @@ async fn bad_decisions_are_typed_errors_and_change_nothing() {
         .resume(
             &tenant(),
             run,
-            vec![approve("call_0"), deny("call_0", "x"), approve("call_1")],
+            vec![
+                approve("call_1_1"),
+                deny("call_1_1", "x"),
+                approve("call_1_2"),
+            ],
         )
         .await;
     assert!(
@@ -371,7 +374,7 @@ async fn bad_decisions_are_typed_errors_and_change_nothing() {
     let other = TenantId::parse("globex").unwrap();
     let r = w
         .agent
-        .resume(&other, run, vec![approve("call_0"), approve("call_1")])
+        .resume(&other, run, vec![approve("call_1_1"), approve("call_1_2")])
         .await;
     assert!(
         matches!(r, Err(AgentError::RunNotFound(id)) if id == run),
@@ -403,7 +406,7 @@ async fn bad_decisions_are_typed_errors_and_change_nothing() {
         .resume(
             &tenant(),
             run,
-            vec![deny("call_1", "one is enough"), approve("call_0")],
+            vec![deny("call_1_2", "one is enough"), approve("call_1_1")],
         )
         .await
         .unwrap();
@@ -413,7 +416,7 @@ async fn bad_decisions_are_typed_errors_and_change_nothing() {
     );
     let r = w
         .agent
-        .resume(&tenant(), run, vec![approve("call_0")])
+        .resume(&tenant(), run, vec![approve("call_1_1")])
         .await;
     assert!(
         matches!(
@@ -432,7 +435,7 @@ async fn bad_decisions_are_typed_errors_and_change_nothing() {
         let w = w.clone();
         tokio::spawn(async move { w.start("hang").await })
     };
-    w.model.hanging.notified().await;
+    requests_reach(&w.server, 3).await;
     let mut page = w
         .ledger
         .query(&cairn_audit::StepQuery::new(tenant()))
@@ -462,7 +465,7 @@ async fn bad_decisions_are_typed_errors_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_run_can_be_cancelled_and_then_not_resumed() {
-    let w = world([Step::call("add_task", json!({ "title": "x" }))])
+    let w = world([call("add_task", json!({ "title": "x" }))])
         .build()
         .await;
     let outcome = w.start("add x").await.unwrap();
@@ -476,7 +479,7 @@ async fn a_paused_run_can_be_cancelled_and_then_not_resumed() {
         .await;
     let r = w
         .agent
-        .resume(&tenant(), run, vec![approve("call_0")])
+        .resume(&tenant(), run, vec![approve("call_1_1")])
         .await;
     assert!(
         matches!(

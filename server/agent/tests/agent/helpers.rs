@@ -3,7 +3,6 @@
 //! plugins, a scripted model, and decorators that count tool executions and fail the
 //! ledger on purpose.
 
-use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -19,11 +18,10 @@ use cairn_audit::{
     StepPage, StepQuery, StepRecord, TenantId, UserId, VerifyReport,
 };
 use cairn_manifest::Manifest;
-use cairn_model::{
-    ChatMessage, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, ModelError, Role,
-    ToolCall, Usage,
-};
+use cairn_model::reasoning::ReasoningReplay;
+use cairn_model::{OpenAiCompatible, OpenAiConfig};
 use cairn_runtime::{HostCeilings, Plugin, Runtime, RuntimeConfig};
+pub use cairn_scripted_model::{ReasoningShape, ScriptedCall, ScriptedServer, Step};
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use serde_json::{Value, json};
@@ -43,124 +41,49 @@ pub fn user() -> UserId {
 
 // ---------------------------------------------------------------- scripted model
 
-/// What the scripted model does for one request.
-pub enum Step {
-    Answer(ChatResponse),
-    Fail(ModelError),
-    /// Never answers (for cancellation and deadline tests).
-    Hang,
+/// One turn calling these tools at once; the server numbers their ids
+/// `call_<request>_<position>`, both from 1.
+pub fn calls(calls: &[(&str, Value)]) -> Step {
+    Step::tool_calls(calls.iter().map(|(n, a)| ScriptedCall::new(*n, a.clone()))).usage(200, 20)
 }
 
-impl Step {
-    pub fn text(text: &str) -> Step {
-        Step::Answer(ChatResponse {
-            message: ChatMessage::assistant(text),
-            finish_reason: FinishReason::Stop,
-            usage: Some(Usage {
-                input_tokens: 100,
-                output_tokens: 10,
-            }),
-            model: "scripted-1".into(),
-        })
-    }
+/// One turn calling one tool.
+pub fn call(name: &str, args: Value) -> Step {
+    calls(&[(name, args)])
+}
 
-    /// One turn calling these tools, with ids `call_<turn>_<i>` given by the model.
-    pub fn calls(calls: &[(&str, Value)]) -> Step {
-        Self::raw_calls(
-            &calls
-                .iter()
-                .map(|(n, a)| (*n, a.to_string()))
-                .collect::<Vec<_>>(),
-        )
-    }
+/// A final answer.
+pub fn text(text: &str) -> Step {
+    Step::text(text).usage(100, 10)
+}
 
-    pub fn call(name: &str, args: Value) -> Step {
-        Self::calls(&[(name, args)])
-    }
+/// An answer that comes far too late: the run is cancelled or times out meanwhile.
+pub fn hang() -> Step {
+    Step::text("too late").delayed(Duration::from_secs(60))
+}
 
-    /// Calls whose arguments are this exact text.
-    pub fn raw_calls(calls: &[(&str, String)]) -> Step {
-        Step::Answer(ChatResponse {
-            message: ChatMessage {
-                role: Role::Assistant,
-                content: None,
-                reasoning: None,
-                tool_calls: calls
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (name, args))| ToolCall {
-                        id: format!("call_{i}"),
-                        name: name.to_string(),
-                        arguments: args.clone(),
-                    })
-                    .collect(),
-                tool_call_id: None,
-            },
-            finish_reason: FinishReason::ToolCalls,
-            usage: Some(Usage {
-                input_tokens: 200,
-                output_tokens: 20,
-            }),
-            model: "scripted-1".into(),
-        })
-    }
-
-    pub fn with_reasoning(mut self, text: &str) -> Step {
-        if let Step::Answer(r) = &mut self {
-            r.message.reasoning = Some(text.into());
-        }
-        self
+/// How a test's provider is configured: tiny backoffs, a generous timeout, and
+/// reasoning sent back as `reasoning_content` so replay can be checked on the wire.
+pub fn model_config(server: &ScriptedServer) -> OpenAiConfig {
+    OpenAiConfig {
+        max_retries: 2,
+        backoff_base: Duration::from_millis(5),
+        backoff_cap: Duration::from_millis(20),
+        request_timeout: Duration::from_secs(30),
+        reasoning_replay: ReasoningReplay::Field("reasoning_content".into()),
+        ..OpenAiConfig::new(server.url(), "scripted")
     }
 }
 
-/// A chat model that plays a script and records every request.
-pub struct ScriptedModel {
-    script: Mutex<VecDeque<Step>>,
-    requests: Mutex<Vec<ChatRequest>>,
-    /// Notified when a request reaches a [`Step::Hang`].
-    pub hanging: tokio::sync::Notify,
-}
-
-impl ScriptedModel {
-    pub fn new(script: impl IntoIterator<Item = Step>) -> Arc<Self> {
-        Arc::new(Self {
-            script: Mutex::new(script.into_iter().collect()),
-            requests: Mutex::new(Vec::new()),
-            hanging: tokio::sync::Notify::new(),
-        })
-    }
-
-    pub fn requests(&self) -> Vec<ChatRequest> {
-        self.requests.lock().unwrap().clone()
-    }
-
-    pub fn remaining(&self) -> usize {
-        self.script.lock().unwrap().len()
-    }
-}
-
-#[async_trait]
-impl ChatModel for ScriptedModel {
-    fn name(&self) -> &str {
-        "scripted"
-    }
-
-    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
-        self.requests.lock().unwrap().push(request.clone());
-        let step = self.script.lock().unwrap().pop_front();
-        match step {
-            Some(Step::Answer(r)) => Ok(r),
-            Some(Step::Fail(e)) => Err(e),
-            Some(Step::Hang) => {
-                self.hanging.notify_one();
-                futures::future::pending().await
-            }
-            None => Err(ModelError::Malformed("the script ran out".into())),
-        }
-    }
-
-    async fn chat_stream(&self, _request: &ChatRequest) -> Result<ChatStream, ModelError> {
-        Err(ModelError::Malformed("streaming is not scripted".into()))
+/// Waits until the server has received `n` requests.
+pub async fn requests_reach(server: &ScriptedServer, n: usize) {
+    let started = std::time::Instant::now();
+    while server.requests().len() < n {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the model never got request {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -426,16 +349,20 @@ impl Ledger for FailingLedger {
 pub struct World {
     pub agent: Agent,
     pub ledger: Arc<dyn Ledger>,
-    pub model: Arc<ScriptedModel>,
+    pub server: ScriptedServer,
     pub tools: Arc<Counting>,
     pub config: AgentConfig,
     _dir: Option<TempDir>,
     pub pg: Option<PgDb>,
 }
 
+/// A change to a test's provider config (retries, timeout).
+type ModelTweak = Box<dyn FnOnce(&mut OpenAiConfig)>;
+
 pub struct WorldBuilder {
     script: Vec<Step>,
     config: AgentConfig,
+    model: Option<ModelTweak>,
     pg: bool,
     fail_append: Option<usize>,
 }
@@ -449,12 +376,18 @@ pub fn world(script: impl IntoIterator<Item = Step>) -> WorldBuilder {
         },
         pg: false,
         fail_append: None,
+        model: None,
     }
 }
 
 impl WorldBuilder {
     pub fn config(mut self, f: impl FnOnce(&mut AgentConfig)) -> Self {
         f(&mut self.config);
+        self
+    }
+
+    pub fn model(mut self, f: impl FnOnce(&mut OpenAiConfig) + 'static) -> Self {
+        self.model = Some(Box::new(f));
         self
     }
 
@@ -480,7 +413,12 @@ impl WorldBuilder {
         };
         let runtime_tools: Arc<dyn ToolExecutor> = Arc::new(RuntimeTools::new(plugins().await));
         let tools = Counting::new(runtime_tools);
-        let model = ScriptedModel::new(self.script);
+        let server = ScriptedServer::start(self.script).await;
+        let mut model_config = model_config(&server);
+        if let Some(f) = self.model {
+            f(&mut model_config);
+        }
+        let model = Arc::new(OpenAiCompatible::new(model_config).unwrap());
         let agent_ledger: Arc<dyn Ledger> = match self.fail_append {
             Some(n) => Arc::new(FailingLedger::new(Arc::clone(&ledger), n)),
             None => Arc::clone(&ledger),
@@ -488,7 +426,7 @@ impl WorldBuilder {
         let agent = Agent::new(
             self.config.clone(),
             AgentDeps {
-                model: model.clone(),
+                model,
                 ledger: agent_ledger,
                 tools: tools.clone(),
             },
@@ -496,7 +434,7 @@ impl WorldBuilder {
         World {
             agent,
             ledger,
-            model,
+            server,
             tools,
             config: self.config,
             _dir: dir,
@@ -556,18 +494,30 @@ pub fn deny(call_id: &str, reason: &str) -> ApprovalDecision {
     }
 }
 
-/// The tool messages of a request, as (call id, content).
-pub fn tool_messages(request: &ChatRequest) -> Vec<(String, String)> {
-    request
-        .messages
+/// The tool messages of a request body, as (call id, content).
+pub fn tool_messages(request: &Value) -> Vec<(String, String)> {
+    request["messages"]
+        .as_array()
+        .unwrap()
         .iter()
-        .filter(|m| m.role == Role::Tool)
+        .filter(|m| m["role"] == "tool")
         .map(|m| {
             (
-                m.tool_call_id.clone().unwrap_or_default(),
-                m.content.clone().unwrap_or_default(),
+                m["tool_call_id"].as_str().unwrap_or_default().to_string(),
+                m["content"].as_str().unwrap_or_default().to_string(),
             )
         })
+        .collect()
+}
+
+/// The assistant messages of a request body that call tools.
+pub fn assistant_calls(request: &Value) -> Vec<Value> {
+    request["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "assistant" && m["tool_calls"].is_array())
+        .cloned()
         .collect()
 }
 

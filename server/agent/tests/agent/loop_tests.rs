@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use cairn_agent::*;
 use cairn_audit::{Actor, StepKind};
-use cairn_model::ModelError;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -17,12 +16,12 @@ fn rows() -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_step_tool_use_feeds_each_result_back_to_the_model() {
     let w = world([
-        Step::call("list_tasks", json!({})),
-        Step::call(
+        call("list_tasks", json!({})),
+        call(
             "sort_rows",
             json!({ "rows": rows(), "by": [{ "column": "n" }], "limit": 2 }),
         ),
-        Step::text("You have no tasks; the two smallest rows are a and b."),
+        text("You have no tasks; the two smallest rows are a and b."),
     ])
     .build()
     .await;
@@ -83,7 +82,7 @@ async fn multi_step_tool_use_feeds_each_result_back_to_the_model() {
     };
     assert_eq!((*input_tokens, *output_tokens), (200, 20));
     assert_eq!(finish_reasons, &["tool_calls"]);
-    assert_eq!(response_model.as_deref(), Some("scripted-1"));
+    assert_eq!(response_model.as_deref(), Some("scripted"));
     let StepKind::ToolCall {
         plugin_id,
         tool_name,
@@ -99,7 +98,7 @@ async fn multi_step_tool_use_feeds_each_result_back_to_the_model() {
             tool_name.as_str(),
             call_id.as_str()
         ),
-        ("tasks", "list_tasks", "call_0")
+        ("tasks", "list_tasks", "call_1_1")
     );
     let StepKind::ToolResult { result, .. } = &steps[8] else {
         unreachable!()
@@ -108,7 +107,7 @@ async fn multi_step_tool_use_feeds_each_result_back_to_the_model() {
     assert_eq!(result["rows"][0]["name"], "a");
 
     // The model saw each result: the third request holds both tool messages.
-    let requests = w.model.requests();
+    let requests = w.server.requests();
     assert_eq!(requests.len(), 3);
     let tools = tool_messages(&requests[2]);
     assert_eq!(tools.len(), 2);
@@ -116,9 +115,14 @@ async fn multi_step_tool_use_feeds_each_result_back_to_the_model() {
         serde_json::from_str::<Value>(&tools[0].1).unwrap()["count"],
         0
     );
-    assert_eq!(
-        requests[2].messages[0].content.as_deref(),
-        Some("You are Cairn.")
+    assert_eq!(requests[2]["messages"][0]["content"], "You are Cairn.");
+    assert_eq!(requests[0]["model"], "scripted");
+    assert!(
+        requests[0]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["function"]["name"] == "add_task")
     );
     assert_eq!(w.tools.executed(), 2);
 }
@@ -126,7 +130,7 @@ async fn multi_step_tool_use_feeds_each_result_back_to_the_model() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_calls_run_together_and_are_recorded_in_call_order() {
     let w = world([
-        Step::calls(&[
+        calls(&[
             (
                 "sort_rows",
                 json!({ "rows": rows(), "by": [{ "column": "name", "descending": true }] }),
@@ -134,7 +138,7 @@ async fn parallel_calls_run_together_and_are_recorded_in_call_order() {
             ("echo", json!({ "hello": "world" })),
             ("list_tasks", json!({ "status": "all" })),
         ]),
-        Step::text("done"),
+        text("done"),
     ])
     .build()
     .await;
@@ -175,9 +179,9 @@ async fn parallel_calls_run_together_and_are_recorded_in_call_order() {
     assert_eq!(
         ids,
         [
-            ("call_0".into(), "sort_rows".into()),
-            ("call_1".into(), "echo".into()),
-            ("call_2".into(), "list_tasks".into())
+            ("call_1_1".into(), "sort_rows".into()),
+            ("call_1_2".into(), "echo".into()),
+            ("call_1_3".into(), "list_tasks".into())
         ]
     );
     let StepKind::ToolResult { result, .. } = &steps[7] else {
@@ -185,10 +189,10 @@ async fn parallel_calls_run_together_and_are_recorded_in_call_order() {
     };
     assert_eq!(result, &json!({ "hello": "world" }));
     assert_eq!(w.tools.executed(), 3);
-    let tools = tool_messages(&w.model.requests()[1]);
+    let tools = tool_messages(&w.server.requests()[1]);
     assert_eq!(
         tools.iter().map(|t| t.0.as_str()).collect::<Vec<_>>(),
-        ["call_0", "call_1", "call_2"]
+        ["call_1_1", "call_1_2", "call_1_3"]
     );
 }
 
@@ -196,14 +200,14 @@ async fn parallel_calls_run_together_and_are_recorded_in_call_order() {
 async fn invalid_arguments_go_back_to_the_model_which_corrects_them() {
     let w = world([
         // Missing the required `by`, and a bad type for `limit`.
-        Step::call("sort_rows", json!({ "rows": rows(), "limit": "two" })),
+        call("sort_rows", json!({ "rows": rows(), "limit": "two" })),
         // Not JSON at all.
-        Step::raw_calls(&[("sort_rows", "{\"rows\": [".into())]),
-        Step::call(
+        Step::tool_calls([ScriptedCall::raw("sort_rows", "{\"rows\": [")]),
+        call(
             "sort_rows",
             json!({ "rows": rows(), "by": [{ "column": "n" }] }),
         ),
-        Step::text("sorted"),
+        text("sorted"),
     ])
     .build()
     .await;
@@ -253,23 +257,21 @@ async fn invalid_arguments_go_back_to_the_model_which_corrects_them() {
     // Only the corrected call ran.
     assert_eq!(w.tools.executed(), 1);
     // The model was told, and sees its own bad arguments again on the next turn.
-    let requests = w.model.requests();
+    let requests = w.server.requests();
     let told = tool_messages(&requests[1]);
     assert!(told[0].1.contains("invalid_arguments"), "{told:?}");
-    let last_assistant = requests[2]
-        .messages
-        .iter()
-        .rev()
-        .find(|m| !m.tool_calls.is_empty())
-        .unwrap();
-    assert_eq!(last_assistant.tool_calls[0].arguments, "{\"rows\": [");
+    let assistants = assistant_calls(&requests[2]);
+    assert_eq!(
+        assistants[1]["tool_calls"][0]["function"]["arguments"],
+        "{\"rows\": ["
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_tool_is_an_error_the_model_can_recover_from() {
     let w = world([
-        Step::call("send_email", json!({ "to": "bob" })),
-        Step::text("I cannot send mail."),
+        call("send_email", json!({ "to": "bob" })),
+        text("I cannot send mail."),
     ])
     .build()
     .await;
@@ -310,9 +312,9 @@ async fn an_unknown_tool_is_an_error_the_model_can_recover_from() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trapping_or_spinning_tool_fails_that_call_only() {
     let w = world([
-        Step::calls(&[("panic", json!({})), ("infinite_loop", json!({}))]),
-        Step::call("echo", json!({ "still": "alive" })),
-        Step::text("recovered"),
+        calls(&[("panic", json!({})), ("infinite_loop", json!({}))]),
+        call("echo", json!({ "still": "alive" })),
+        text("recovered"),
     ])
     .build()
     .await;
@@ -351,70 +353,126 @@ async fn a_trapping_or_spinning_tool_fails_that_call_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reasoning_is_recorded_and_passed_back_to_the_model() {
-    let w = world([
-        Step::call("list_tasks", json!({})).with_reasoning("The user wants their list."),
-        Step::text("Nothing to do.").with_reasoning("The list is empty."),
-    ])
-    .build()
-    .await;
-    let outcome = w.start("my tasks?").await.unwrap();
-    let steps = w
-        .assert_trail(
-            outcome.run_id(),
-            &[
-                "user_message",
-                "model_request",
-                "model_response",
-                "tool_call",
-                "tool_result",
-                "model_request",
-                "model_response",
-                "final_answer",
-            ],
-        )
+async fn reasoning_in_each_shape_is_recorded_and_passed_back_to_the_model() {
+    for shape in [
+        ReasoningShape::ReasoningContent,
+        ReasoningShape::Reasoning,
+        ReasoningShape::ThinkTags,
+    ] {
+        let w = world([
+            call("list_tasks", json!({})).with_reasoning(shape, "The user wants their list."),
+            text("Nothing to do.").with_reasoning(shape, "The list is empty."),
+        ])
+        .build()
         .await;
-    let reasoning = |s: &StepKind| match s {
-        StepKind::ModelResponse { reasoning, .. } => reasoning.clone(),
-        _ => None,
-    };
-    assert_eq!(
-        reasoning(&steps[2]).as_deref(),
-        Some("The user wants their list.")
-    );
-    assert_eq!(reasoning(&steps[6]).as_deref(), Some("The list is empty."));
-    let second = &w.model.requests()[1];
-    let assistant = second
-        .messages
-        .iter()
-        .find(|m| !m.tool_calls.is_empty())
-        .unwrap();
-    assert_eq!(
-        assistant.reasoning.as_deref(),
-        Some("The user wants their list.")
-    );
+        let outcome = w.start("my tasks?").await.unwrap();
+        assert_eq!(
+            outcome,
+            RunOutcome::Completed {
+                run_id: outcome.run_id(),
+                answer: "Nothing to do.".into()
+            },
+            "{shape:?}: the answer holds no reasoning"
+        );
+        let steps = w
+            .assert_trail(
+                outcome.run_id(),
+                &[
+                    "user_message",
+                    "model_request",
+                    "model_response",
+                    "tool_call",
+                    "tool_result",
+                    "model_request",
+                    "model_response",
+                    "final_answer",
+                ],
+            )
+            .await;
+        let response = |s: &StepKind| match s {
+            StepKind::ModelResponse {
+                reasoning, text, ..
+            } => (reasoning.clone(), text.clone()),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            response(&steps[2]).0.as_deref(),
+            Some("The user wants their list."),
+            "{shape:?}"
+        );
+        assert_eq!(
+            response(&steps[6]),
+            (
+                Some("The list is empty.".to_string()),
+                Some("Nothing to do.".to_string())
+            ),
+            "{shape:?}"
+        );
+        // Sent back on the next turn, as the provider is configured to.
+        let assistants = assistant_calls(&w.server.requests()[1]);
+        assert_eq!(
+            assistants[0]["reasoning_content"], "The user wants their list.",
+            "{shape:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_model_failure_fails_the_run_and_is_recorded() {
-    for (error, kind) in [
+async fn rate_limits_and_server_errors_are_retried_by_the_provider() {
+    let w = world([
+        Step::status(429).retry_after(0),
+        Step::status(500),
+        text("Hello."),
+    ])
+    .build()
+    .await;
+    let outcome = w.start("hello").await.unwrap();
+    assert!(
+        matches!(outcome, RunOutcome::Completed { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(w.server.requests().len(), 3);
+    // Retries are the provider's business: the run made one model request.
+    w.assert_trail(
+        outcome.run_id(),
+        &[
+            "user_message",
+            "model_request",
+            "model_response",
+            "final_answer",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_failure_after_retries_fails_the_run_and_is_recorded() {
+    let cases: [(Vec<Step>, u64, &str, &str); 3] = [
+        (vec![hang()], 200, "model_timeout", "did not answer within"),
         (
-            ModelError::Timeout(Duration::from_secs(30)),
-            "model_timeout",
-        ),
-        (
-            ModelError::RateLimited { retry_after: None },
+            vec![
+                Step::status(429).retry_after(0),
+                Step::status(429).retry_after(0),
+            ],
+            30_000,
             "model_rate_limited",
+            "rate limiting",
         ),
         (
-            ModelError::Server {
-                status: 500,
-                message: "boom".into(),
-            },
+            vec![Step::status(500), Step::status(503)],
+            30_000,
             "model_server_error",
+            "HTTP 503",
         ),
-    ] {
-        let w = world([Step::Fail(error.clone())]).build().await;
+    ];
+    for (script, timeout_ms, kind, says) in cases {
+        let w = world(script)
+            .model(move |c| {
+                c.max_retries = 1;
+                c.request_timeout = Duration::from_millis(timeout_ms);
+            })
+            .build()
+            .await;
         let outcome = w.start("hello").await.unwrap();
         let RunOutcome::Failed {
             run_id,
@@ -425,7 +483,7 @@ async fn a_model_failure_fails_the_run_and_is_recorded() {
             panic!("{outcome:?}")
         };
         assert_eq!(error_type, kind);
-        assert_eq!(message, &error.to_string());
+        assert!(message.contains(says), "{kind}: {message}");
         let steps = w
             .assert_trail(*run_id, &["user_message", "model_request", "run_failed"])
             .await;
@@ -433,7 +491,7 @@ async fn a_model_failure_fails_the_run_and_is_recorded() {
             steps[2],
             StepKind::RunFailed {
                 error_type: kind.into(),
-                message: error.to_string()
+                message: message.clone()
             }
         );
     }
@@ -442,9 +500,9 @@ async fn a_model_failure_fails_the_run_and_is_recorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_step_budget_ends_a_run_that_keeps_calling_tools() {
     let w = world([
-        Step::call("list_tasks", json!({})),
-        Step::call("list_tasks", json!({})),
-        Step::call("list_tasks", json!({})),
+        call("list_tasks", json!({})),
+        call("list_tasks", json!({})),
+        call("list_tasks", json!({})),
     ])
     .config(|c| c.max_model_calls = 2)
     .build()
@@ -475,17 +533,17 @@ async fn the_step_budget_ends_a_run_that_keeps_calling_tools() {
         unreachable!()
     };
     assert!(message.contains("2 model requests"), "{message}");
-    assert_eq!(w.model.remaining(), 1, "no third request was sent");
+    assert_eq!(w.server.remaining(), 1, "no third request was sent");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancellation_stops_a_model_request_in_flight_and_is_recorded() {
-    let w = std::sync::Arc::new(world([Step::Hang]).build().await);
+    let w = std::sync::Arc::new(world([hang()]).build().await);
     let run = {
         let w = w.clone();
         tokio::spawn(async move { w.start("wait forever").await })
     };
-    w.model.hanging.notified().await;
+    requests_reach(&w.server, 1).await;
     // The run is in flight; find it through the ledger.
     let page = w
         .ledger
@@ -533,7 +591,7 @@ async fn cancellation_stops_a_model_request_in_flight_and_is_recorded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_deadline_fails_a_run_that_takes_too_long() {
-    let w = world([Step::Hang])
+    let w = world([hang()])
         .config(|c| c.deadline = Duration::from_millis(300))
         .build()
         .await;
@@ -558,13 +616,10 @@ async fn the_deadline_fails_a_run_that_takes_too_long() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_ledger_refuses_the_tool_call_the_tool_never_runs() {
     // Appends: 1 user_message, 2 model_request, 3 model_response, 4 tool_call (refused).
-    let w = world([
-        Step::call("list_tasks", json!({})),
-        Step::text("unreachable"),
-    ])
-    .fail_append(4)
-    .build()
-    .await;
+    let w = world([call("list_tasks", json!({})), text("unreachable")])
+        .fail_append(4)
+        .build()
+        .await;
     let err = w.start("list").await.unwrap_err();
     let AgentError::Ledger {
         run,
@@ -578,7 +633,7 @@ async fn when_the_ledger_refuses_the_tool_call_the_tool_never_runs() {
     assert!(source.is_unavailable());
     assert!(err.to_string().contains("the run was stopped"), "{err}");
     assert_eq!(w.tools.executed(), 0, "the tool must not run");
-    assert_eq!(w.model.requests().len(), 1);
+    assert_eq!(w.server.requests().len(), 1);
     // The ledger came back, so the failure itself is on record.
     let steps = w
         .assert_trail(
