@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 mod chat;
+pub mod embedded;
 mod error;
 mod openai;
 pub mod reasoning;
@@ -15,5 +16,6 @@ pub use chat::{
     ChatDelta, ChatMessage, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, Role,
     ToolCall, ToolChoice, ToolDefinition, Usage,
 };
+pub use embedded::{EmbeddedConfig, EmbeddedModel};
 pub use error::ModelError;
 pub use openai::{ApiKey, OpenAiCompatible, OpenAiConfig, OpenAiConfigError, collect_stream};
