@@ -40,6 +40,10 @@ pub enum ModelError {
     /// The embedded model failed to load or run.
     #[error("the embedded model failed: {0}")]
     Embedded(String),
+    /// Tool retrieval's sentence-embedding model failed to load or run (the message
+    /// names a missing file and how to fetch it).
+    #[error("tool retrieval failed: {0}")]
+    Retrieval(String),
 }
 
 impl ModelError {

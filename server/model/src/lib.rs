@@ -11,6 +11,7 @@ pub mod embedded;
 mod error;
 mod openai;
 pub mod reasoning;
+pub mod retrieval;
 
 pub use chat::{
     ChatDelta, ChatMessage, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, Role,

@@ -1,0 +1,87 @@
+//! The tool-selection evaluation set (`eval/requests.jsonl`) stays usable: it parses, it
+//! is big enough, it names only real tools, and it does not quote the manifests' own
+//! examples (which retrieval ranks on, so copying them would inflate every figure).
+
+use std::collections::HashSet;
+use std::path::Path;
+
+fn normalise(s: &str) -> String {
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+        .trim_end_matches(['.', '?', '!'])
+        .to_owned()
+}
+
+#[test]
+fn the_eval_set_is_well_formed_and_independent_of_the_manifests() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut tools = HashSet::new();
+    let mut examples = HashSet::new();
+    for plugin in ["table", "doctext", "tasks", "crm"] {
+        let path = root
+            .join("../../plugins")
+            .join(plugin)
+            .join("cairn-plugin.json");
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("manifest"))
+                .expect("manifest JSON");
+        for tool in manifest["tools"].as_array().expect("tools") {
+            tools.insert(tool["name"].as_str().expect("name").to_owned());
+            for e in tool["examples"].as_array().into_iter().flatten() {
+                examples.insert(normalise(e.as_str().expect("example")));
+            }
+        }
+    }
+
+    let text = std::fs::read_to_string(root.join("eval/requests.jsonl")).expect("eval set");
+    let (mut with_tool, mut without_tool) = (0, 0);
+    let mut covered = HashSet::new();
+    let mut seen = HashSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        let entry: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("line {line_no} is not JSON: {e}"));
+        let object = entry.as_object().expect("an object per line");
+        for key in object.keys() {
+            assert!(
+                ["request", "expected_tool", "expected_arguments", "notes"].contains(&key.as_str()),
+                "line {line_no}: unknown field {key}"
+            );
+        }
+        let request = entry["request"].as_str().expect("request");
+        assert!(!request.trim().is_empty(), "line {line_no}: empty request");
+        assert!(
+            !examples.contains(&normalise(request)),
+            "line {line_no} copies a manifest example: {request:?}"
+        );
+        assert!(
+            seen.insert(normalise(request)),
+            "line {line_no} is a duplicate"
+        );
+        assert!(
+            entry["expected_arguments"].is_object() || entry["expected_arguments"].is_null(),
+            "line {line_no}: expected_arguments must be an object"
+        );
+        match &entry["expected_tool"] {
+            serde_json::Value::Null => without_tool += 1,
+            serde_json::Value::String(tool) => {
+                assert!(tools.contains(tool), "line {line_no}: no tool named {tool}");
+                covered.insert(tool.clone());
+                with_tool += 1;
+            }
+            other => panic!("line {line_no}: expected_tool is {other}"),
+        }
+    }
+    assert!(
+        with_tool >= 40,
+        "only {with_tool} requests that need a tool"
+    );
+    assert!(
+        without_tool >= 8,
+        "only {without_tool} requests that need none"
+    );
+    let missing: Vec<_> = tools.difference(&covered).collect();
+    assert!(missing.is_empty(), "tools without a request: {missing:?}");
+}
