@@ -50,7 +50,8 @@ enum ChainOp {
     Seal {
         run: Uuid,
         head: Option<Head>,
-        step: NewStep,
+        // Boxed: a step is large, and every queued run start would otherwise pay for it.
+        step: Box<NewStep>,
         payload: serde_json::Value,
         payload_text: String,
         reply: oneshot::Sender<Result<(StepRecord, Head)>>,
@@ -796,7 +797,7 @@ impl Ledger for PgLedger {
                 let op = ChainOp::Seal {
                     run: id,
                     head,
-                    step: step.clone(),
+                    step: Box::new(step.clone()),
                     payload,
                     payload_text,
                     reply,
