@@ -716,7 +716,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!((r.count, r.total), (2, 5));
-        assert_eq!(r.columns, ["amount", "date", "region", "rep"]);
+        assert_eq!(r.columns, ["region", "rep", "amount", "date"]);
     }
 
     #[test]
