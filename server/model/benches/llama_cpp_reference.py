@@ -44,7 +44,11 @@ def main() -> None:
         n_ctx=2048,
         n_threads=args.threads,
         n_threads_batch=args.threads,
-        n_batch=512,
+        # The prompt goes through in batches of 256 tokens, as the embedded provider's
+        # prefill does (PREFILL_CHUNK in src/embedded/session.rs), so both engines do
+        # the same number of forward passes.
+        n_batch=256,
+        n_ubatch=256,
         verbose=False,
     )
     load_s = time.perf_counter() - t0
