@@ -36,3 +36,82 @@ databases on. Either install it (Debian: apt-get install postgresql) and start i
 MSG
   return 1
 }
+
+# Python test tools (tests/python/requirements.txt, exact versions) in a virtualenv cached
+# outside the clone, one per version of that file: $CAIRN_CACHE/py-venv/<hash>. Sets
+# CAIRN_PY to its interpreter. A venv is only used once its install finished (the
+# .complete marker), so an interrupted install is redone rather than half-used.
+ensure_python_tools() {
+  local requirements="tests/python/requirements.txt"
+  local key; key="$(sha256sum "$requirements" | cut -c1-16)"
+  local venv="$CAIRN_CACHE/py-venv/$key"
+  if [ ! -f "$venv/.complete" ]; then
+    say "Installing the Python test tools into $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+    touch "$venv/.complete"
+  fi
+  export CAIRN_PY="$venv/bin/python"
+}
+
+# build_example_plugins CAIRN: packages every plugin under plugins/ into its dist/ folder.
+build_example_plugins() {
+  local plugin
+  for plugin in plugins/*/; do
+    say "Packaging ${plugin%/}"
+    "$1" plugin build --dir "$plugin"
+  done
+}
+
+# The package files build_example_plugins wrote, one per line.
+example_packages() {
+  local plugin manifest
+  for plugin in plugins/*/; do
+    manifest="$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(m["id"] + "-" + m["version"])' "$plugin/cairn-plugin.json")"
+    printf '%s\n' "${plugin}dist/$manifest.cairnpkg"
+  done
+}
+
+# start_cairn CAIRN LOG [VAR=VALUE...]: starts `cairn serve` in the background with those
+# settings (only those: DATABASE_URL and other CAIRN_* from the caller's environment are
+# dropped, so a test server never touches a real ledger), waits until it listens, and
+# sets CAIRN_URL (http://host:port) and CAIRN_PID. Pair it with stop_cairn in a trap.
+start_cairn() {
+  local bin="$1" log="$2"; shift 2
+  local unset_vars=() name
+  for name in $(compgen -e); do
+    case "$name" in CAIRN_TEST_*|CAIRN_CACHE) ;; CAIRN_*|DATABASE_URL) unset_vars+=(-u "$name") ;; esac
+  done
+  env "${unset_vars[@]}" "$@" "$bin" serve >"$log" 2>&1 &
+  CAIRN_PID=$!
+  local line
+  for _ in $(seq 1 1200); do
+    line="$(grep -o 'listening on http://[^ ]*' "$log" | head -n1 || true)"
+    if [ -n "$line" ]; then
+      CAIRN_URL="${line#listening on }"
+      export CAIRN_URL CAIRN_PID
+      return 0
+    fi
+    if ! kill -0 "$CAIRN_PID" 2>/dev/null; then
+      echo "error: cairn serve exited during start-up:" >&2
+      cat "$log" >&2
+      CAIRN_PID=""
+      return 1
+    fi
+    sleep 0.1
+  done
+  echo "error: cairn serve did not listen within 120 s; its log:" >&2
+  cat "$log" >&2
+  return 1
+}
+
+# stop_cairn: SIGTERM to the server start_cairn started (it finishes in-flight requests),
+# then waits for it. Safe to call twice or when none was started.
+stop_cairn() {
+  if [ -n "${CAIRN_PID:-}" ] && kill -0 "$CAIRN_PID" 2>/dev/null; then
+    kill -TERM "$CAIRN_PID" 2>/dev/null || true
+    wait "$CAIRN_PID" 2>/dev/null || true
+  fi
+  CAIRN_PID=""
+}
