@@ -79,6 +79,124 @@ pub struct Config {
     /// `[auth]`: who callers are. Default: the development identity (loopback only).
     #[serde(default)]
     pub auth: AuthConfig,
+    /// `[model]`: the chat model runs talk to. Default: the embedded SmolLM2 model.
+    #[serde(default)]
+    pub model: ModelConfig,
+    /// `[agent]`: how the reasoning loop behaves (budgets, approval policy).
+    #[serde(default)]
+    pub agent: AgentSettings,
+}
+
+/// `[model] provider = "embedded" | "openai"`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(tag = "provider", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ModelConfig {
+    /// `provider = "embedded"` / `CAIRN_MODEL_PROVIDER=embedded`: SmolLM2-135M-Instruct
+    /// run in-process on the CPU, loaded on the first model request (not at start-up).
+    Embedded(EmbeddedSettings),
+    /// `provider = "openai"` / `CAIRN_MODEL_PROVIDER=openai`: an OpenAI-compatible chat
+    /// completions server (vLLM, llama.cpp's server, Ollama, a cloud endpoint).
+    #[serde(rename = "openai")]
+    OpenAi(OpenAiSettings),
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig::Embedded(EmbeddedSettings::default())
+    }
+}
+
+/// `[model]` with `provider = "embedded"`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedSettings {
+    /// `model_dir = "/var/lib/cairn/models"` / `CAIRN_MODEL_DIR`: where
+    /// `scripts/fetch-models` put the GGUF file. Default `~/.cache/cairn/models`.
+    #[serde(default = "default_model_dir")]
+    pub model_dir: PathBuf,
+    /// `gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"` / `CAIRN_MODEL_GGUF`: the file name
+    /// inside `model_dir`.
+    #[serde(default = "default_gguf")]
+    pub gguf: String,
+}
+
+impl Default for EmbeddedSettings {
+    fn default() -> Self {
+        Self {
+            model_dir: default_model_dir(),
+            gguf: default_gguf(),
+        }
+    }
+}
+
+/// `[model]` with `provider = "openai"`.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiSettings {
+    /// `base_url = "http://localhost:8000/v1"` / `CAIRN_OPENAI_BASE_URL`: the API base up
+    /// to and including the version; `/chat/completions` is appended.
+    pub base_url: String,
+    /// `model = "Qwen/Qwen3-8B"` / `CAIRN_OPENAI_MODEL`: the model name the server knows.
+    pub model: String,
+    /// `api_key = "…"` / `CAIRN_OPENAI_API_KEY`: sent as a bearer token; local servers
+    /// usually need none. Prefer the environment variable to the file. Never logged.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// `timeout_seconds = 120` / `CAIRN_OPENAI_TIMEOUT_SECONDS`: how long one model
+    /// request may take.
+    #[serde(default = "default_model_timeout")]
+    pub timeout_seconds: u64,
+}
+
+impl std::fmt::Debug for OpenAiSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiSettings")
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("timeout_seconds", &self.timeout_seconds)
+            .finish()
+    }
+}
+
+/// `[agent]`: the reasoning loop's settings.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSettings {
+    /// `max_model_calls = 8` / `CAIRN_AGENT_MAX_MODEL_CALLS`: the step budget, the most
+    /// model requests one run may make before it fails with `step_budget_exhausted`.
+    #[serde(default = "default_max_model_calls")]
+    pub max_model_calls: u32,
+    /// `deadline_seconds = 120` / `CAIRN_AGENT_DEADLINE_SECONDS`: how long a run may work
+    /// from its start (or from each resume) before it fails with `deadline_exceeded`; a
+    /// pause for approval does not count.
+    #[serde(default = "default_deadline")]
+    pub deadline_seconds: u64,
+    /// `max_tokens = 512` / `CAIRN_AGENT_MAX_TOKENS`: cap on generated tokens per model
+    /// request (unset: the provider's default). A chat completion's `max_tokens` wins.
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    /// `system_prompt = "You are…"` / `CAIRN_AGENT_SYSTEM_PROMPT`: instructions sent
+    /// first in every model request.
+    #[serde(default)]
+    pub system_prompt: Option<String>,
+    /// `approval_policy = "/etc/cairn/approval.json"` / `CAIRN_APPROVAL_POLICY`: a JSON
+    /// approval policy (which tool calls wait for a person, per tenant and tool). Unset:
+    /// calls to tools not marked `read_only` wait for approval.
+    #[serde(default)]
+    pub approval_policy: Option<PathBuf>,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        Self {
+            max_model_calls: default_max_model_calls(),
+            deadline_seconds: default_deadline(),
+            max_tokens: None,
+            system_prompt: None,
+            approval_policy: None,
+        }
+    }
 }
 
 /// `[auth] mode = "dev" | "oidc"`.
@@ -147,6 +265,21 @@ fn default_max_package() -> usize {
 fn default_concurrent_calls() -> u32 {
     64
 }
+fn default_model_dir() -> PathBuf {
+    home().join(".cache").join("cairn").join("models")
+}
+fn default_gguf() -> String {
+    cairn_model::embedded::DEFAULT_GGUF.into()
+}
+fn default_model_timeout() -> u64 {
+    120
+}
+fn default_max_model_calls() -> u32 {
+    8
+}
+fn default_deadline() -> u64 {
+    120
+}
 fn default_tenant_claim() -> String {
     "tenant".into()
 }
@@ -174,6 +307,8 @@ impl Default for Config {
             max_package_bytes: default_max_package(),
             max_concurrent_calls: default_concurrent_calls(),
             auth: AuthConfig::Dev,
+            model: ModelConfig::default(),
+            agent: AgentSettings::default(),
         }
     }
 }
@@ -266,6 +401,22 @@ impl Config {
                 });
             }
         }
+        self.apply_model_env(&var)?;
+        if let Some(v) = var("CAIRN_AGENT_MAX_MODEL_CALLS") {
+            self.agent.max_model_calls = parse("CAIRN_AGENT_MAX_MODEL_CALLS", v)?;
+        }
+        if let Some(v) = var("CAIRN_AGENT_DEADLINE_SECONDS") {
+            self.agent.deadline_seconds = parse("CAIRN_AGENT_DEADLINE_SECONDS", v)?;
+        }
+        if let Some(v) = var("CAIRN_AGENT_MAX_TOKENS") {
+            self.agent.max_tokens = Some(parse("CAIRN_AGENT_MAX_TOKENS", v)?);
+        }
+        if let Some(v) = var("CAIRN_AGENT_SYSTEM_PROMPT") {
+            self.agent.system_prompt = Some(v);
+        }
+        if let Some(v) = var("CAIRN_APPROVAL_POLICY") {
+            self.agent.approval_policy = Some(PathBuf::from(v));
+        }
         if let AuthConfig::Oidc(oidc) = &mut self.auth {
             if let Some(v) = var("CAIRN_OIDC_ISSUER") {
                 oidc.issuer = v;
@@ -287,6 +438,70 @@ impl Config {
             }
             if let Some(v) = var("CAIRN_OIDC_LEEWAY_SECONDS") {
                 oidc.leeway_seconds = parse("CAIRN_OIDC_LEEWAY_SECONDS", v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `CAIRN_MODEL_PROVIDER` switches the provider (with the settings it requires);
+    /// the other `CAIRN_MODEL_*` / `CAIRN_OPENAI_*` variables override the chosen one's.
+    fn apply_model_env(
+        &mut self,
+        var: &impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        match var("CAIRN_MODEL_PROVIDER").as_deref() {
+            None => {}
+            Some("embedded") if !matches!(self.model, ModelConfig::Embedded(_)) => {
+                self.model = ModelConfig::default();
+            }
+            Some("embedded") => {}
+            Some("openai") if !matches!(self.model, ModelConfig::OpenAi(_)) => {
+                let required = |name: &'static str| {
+                    var(name).ok_or(ConfigError::Env {
+                        var: name,
+                        message: "required when CAIRN_MODEL_PROVIDER=openai".into(),
+                    })
+                };
+                self.model = ModelConfig::OpenAi(OpenAiSettings {
+                    base_url: required("CAIRN_OPENAI_BASE_URL")?,
+                    model: required("CAIRN_OPENAI_MODEL")?,
+                    api_key: None,
+                    timeout_seconds: default_model_timeout(),
+                });
+            }
+            Some("openai") => {}
+            Some(other) => {
+                return Err(ConfigError::Env {
+                    var: "CAIRN_MODEL_PROVIDER",
+                    message: format!("{other:?}: expected \"embedded\" or \"openai\""),
+                });
+            }
+        }
+        match &mut self.model {
+            ModelConfig::Embedded(e) => {
+                if let Some(v) = var("CAIRN_MODEL_DIR") {
+                    e.model_dir = PathBuf::from(v);
+                }
+                if let Some(v) = var("CAIRN_MODEL_GGUF") {
+                    e.gguf = v;
+                }
+            }
+            ModelConfig::OpenAi(o) => {
+                if let Some(v) = var("CAIRN_OPENAI_BASE_URL") {
+                    o.base_url = v;
+                }
+                if let Some(v) = var("CAIRN_OPENAI_MODEL") {
+                    o.model = v;
+                }
+                if let Some(v) = var("CAIRN_OPENAI_API_KEY") {
+                    o.api_key = Some(v);
+                }
+                if let Some(v) = var("CAIRN_OPENAI_TIMEOUT_SECONDS") {
+                    o.timeout_seconds = v.parse().map_err(|e| ConfigError::Env {
+                        var: "CAIRN_OPENAI_TIMEOUT_SECONDS",
+                        message: format!("{v:?}: {e}"),
+                    })?;
+                }
             }
         }
         Ok(())
@@ -314,6 +529,28 @@ impl Config {
         if self.max_body_bytes == 0 || self.max_package_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "max_body_bytes and max_package_bytes must be above 0".into(),
+            ));
+        }
+        if let ModelConfig::OpenAi(o) = &self.model {
+            let url = url::Url::parse(&o.base_url).map_err(|e| {
+                ConfigError::Invalid(format!("model.base_url {:?} is not a URL: {e}", o.base_url))
+            })?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::Invalid(format!(
+                    "model.base_url {:?} must be http or https",
+                    o.base_url
+                )));
+            }
+            if o.model.is_empty() || o.timeout_seconds == 0 {
+                return Err(ConfigError::Invalid(
+                    "model.model must not be empty and model.timeout_seconds must be above 0"
+                        .into(),
+                ));
+            }
+        }
+        if self.agent.max_model_calls == 0 || self.agent.deadline_seconds == 0 {
+            return Err(ConfigError::Invalid(
+                "agent.max_model_calls and agent.deadline_seconds must be above 0".into(),
             ));
         }
         Ok(())
@@ -361,6 +598,61 @@ mod tests {
         assert!(error.contains("loopback"), "{error}");
         config.listen = "[::1]:8080".parse().unwrap();
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn model_and_agent_settings_come_from_the_file_and_the_environment() {
+        let config = Config::default();
+        assert!(matches!(config.model, ModelConfig::Embedded(_)));
+        let error = Config::from_toml(
+            "[model]\nprovider = \"openai\"\nbase_url = \"http://m/v1\"\nmodel = \"q\"\nkey = \"x\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("key"), "{error}");
+        let mut config = Config::from_toml(
+            "[model]\nprovider = \"openai\"\nbase_url = \"http://m/v1\"\nmodel = \"q\"\n[agent]\nmax_model_calls = 3\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        config
+            .apply_env(|name| match name {
+                "CAIRN_OPENAI_API_KEY" => Some("sk-secret".into()),
+                "CAIRN_AGENT_DEADLINE_SECONDS" => Some("9".into()),
+                _ => None,
+            })
+            .unwrap();
+        let ModelConfig::OpenAi(o) = &config.model else {
+            panic!("{:?}", config.model)
+        };
+        assert_eq!(o.api_key.as_deref(), Some("sk-secret"));
+        assert!(!format!("{config:?}").contains("sk-secret"));
+        assert_eq!(
+            (config.agent.max_model_calls, config.agent.deadline_seconds),
+            (3, 9)
+        );
+        config.validate().unwrap();
+
+        let mut config = Config::default();
+        let error = config
+            .apply_env(|name| (name == "CAIRN_MODEL_PROVIDER").then(|| "openai".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("CAIRN_OPENAI_BASE_URL"), "{error}");
+        config.model = ModelConfig::OpenAi(OpenAiSettings {
+            base_url: "ftp://m".into(),
+            model: "q".into(),
+            api_key: None,
+            timeout_seconds: 1,
+        });
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("base_url")
+        );
     }
 
     #[test]

@@ -9,7 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 
-use cairn_server::config::{AuthConfig, Config, OidcConfig};
+use cairn_server::config::{
+    AgentSettings, AuthConfig, Config, ModelConfig, OidcConfig, OpenAiSettings,
+};
 use cairn_server::package::Package;
 use cairn_server::startup::Application;
 use serde_json::Value;
@@ -69,6 +71,13 @@ pub struct Options {
     pub max_package_bytes: usize,
     /// Start an OIDC provider and use it.
     pub oidc: bool,
+    /// The OpenAI-compatible model's base URL (a `ScriptedServer`'s `url()`); default
+    /// the embedded model, which no test without this reaches.
+    pub model_url: Option<String>,
+    /// The model, when not `model_url` (default: the embedded model).
+    pub model: Option<ModelConfig>,
+    /// The loop's settings.
+    pub agent: AgentSettings,
 }
 
 impl Default for Options {
@@ -78,8 +87,20 @@ impl Default for Options {
             max_body_bytes: 64 * 1024,
             max_package_bytes: 64 * 1024 * 1024,
             oidc: false,
+            model_url: None,
+            model: None,
+            agent: AgentSettings::default(),
         }
     }
+}
+
+/// A server (development identity) whose model is the scripted server at `model_url`.
+pub async fn spawn_app_with_model(model_url: String) -> TestApp {
+    spawn_app_with(Options {
+        model_url: Some(model_url),
+        ..Options::default()
+    })
+    .await
 }
 
 /// A server with the development identity and an SQLite ledger.
@@ -108,6 +129,8 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
         max_package_bytes: 64 * 1024 * 1024,
         max_concurrent_calls: 2,
         auth: AuthConfig::Dev,
+        model: ModelConfig::default(),
+        agent: AgentSettings::default(),
     }
 }
 
@@ -119,6 +142,18 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     config.database_url = options.database_url;
     config.max_body_bytes = options.max_body_bytes;
     config.max_package_bytes = options.max_package_bytes;
+    config.agent = options.agent;
+    if let Some(model) = options.model {
+        config.model = model;
+    }
+    if let Some(base_url) = options.model_url {
+        config.model = ModelConfig::OpenAi(OpenAiSettings {
+            base_url,
+            model: "scripted".into(),
+            api_key: None,
+            timeout_seconds: 30,
+        });
+    }
     let oidc = if options.oidc {
         let server = OidcServer::start().await;
         config.auth = AuthConfig::Oidc(OidcConfig {
