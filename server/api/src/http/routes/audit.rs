@@ -174,6 +174,7 @@ pub struct RunTrail {
     responses(
         (status = 200, description = "The run and its trail.", body = RunTrail),
         (status = 400, description = "Malformed id.", body = ErrorBody),
+        (status = 401, description = "No valid token.", body = ErrorBody),
         (status = 403, description = "Not an auditor.", body = ErrorBody),
         (status = 404, description = "No such run in this tenant.", body = ErrorBody)
     ))]
@@ -225,6 +226,7 @@ pub struct ExportParams {
             (String = "text/csv")
         )),
         (status = 400, description = "A bad parameter.", body = ErrorBody),
+        (status = 401, description = "No valid token.", body = ErrorBody),
         (status = 403, description = "Not an auditor.", body = ErrorBody)
     ))]
 #[tracing::instrument(skip_all, fields(tenant = %user.tenant.as_str()))]
@@ -336,6 +338,8 @@ pub struct BreakView {
     params(VerifyParams),
     responses(
         (status = 200, description = "The verification (see `ok`).", body = VerifyView),
+        (status = 400, description = "A bad parameter (named in `field`).", body = ErrorBody),
+        (status = 401, description = "No valid token.", body = ErrorBody),
         (status = 403, description = "Not an auditor.", body = ErrorBody)
     ))]
 #[tracing::instrument(skip_all, fields(tenant = %user.tenant.as_str()))]

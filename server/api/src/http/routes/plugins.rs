@@ -11,7 +11,9 @@ use cairn_audit::{Actor, NewRun, NewStep, RunId, StepKind};
 use cairn_manifest::{Annotations, Manifest};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::openapi::schema::{ArrayBuilder, Schema};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -119,14 +121,45 @@ impl From<&Annotations> for AnnotationsView {
     }
 }
 
-/// An installation with its tools.
-#[derive(Debug, Serialize, ToSchema)]
+/// An installation with its tools: the installation's fields, and `tools`.
+#[derive(Debug, Serialize)]
 pub struct PluginDetail {
     /// The installation.
     #[serde(flatten)]
     pub installation: Installation,
     /// The tools its manifest declares.
     pub tools: Vec<ToolView>,
+}
+
+// Written by hand: `Installation`'s schema is closed (`additionalProperties: false`, from
+// the `deny_unknown_fields` that guards the registry file), so the derived
+// `allOf: [Installation, {tools}]` matched no object at all, the very one this route
+// returns included. This is `Installation`'s schema with `tools` added, closed again.
+impl utoipa::PartialSchema for PluginDetail {
+    fn schema() -> RefOr<Schema> {
+        let tools = RefOr::T(Schema::Array(
+            ArrayBuilder::new()
+                .items(Ref::from_schema_name(ToolView::name()))
+                .description(Some("The tools its manifest declares."))
+                .build(),
+        ));
+        match Installation::schema() {
+            RefOr::T(Schema::Object(mut object)) => {
+                object.properties.insert("tools".into(), tools);
+                object.required.push("tools".into());
+                object.description = Some("An installation with its tools.".into());
+                RefOr::T(Schema::Object(object))
+            }
+            other => other,
+        }
+    }
+}
+
+impl ToSchema for PluginDetail {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((ToolView::name().into(), ToolView::schema()));
+        <ToolView as ToSchema>::schemas(schemas);
+    }
 }
 
 fn detail(installation: Installation, manifest: &Manifest) -> PluginDetail {
@@ -254,6 +287,8 @@ async fn get_plugin(
     params(("id" = Uuid, Path, description = "The installation id.")),
     responses(
         (status = 200, description = "Enabled.", body = Installation),
+        (status = 400, description = "Malformed id.", body = ErrorBody),
+        (status = 401, description = "No valid token.", body = ErrorBody),
         (status = 403, description = "Not an admin.", body = ErrorBody),
         (status = 404, description = "No such plugin in this tenant.", body = ErrorBody),
         (status = 422, description = "The plugin cannot be loaded (settings).", body = ErrorBody)
@@ -277,6 +312,8 @@ async fn enable(
     params(("id" = Uuid, Path, description = "The installation id.")),
     responses(
         (status = 200, description = "Disabled.", body = Installation),
+        (status = 400, description = "Malformed id.", body = ErrorBody),
+        (status = 401, description = "No valid token.", body = ErrorBody),
         (status = 403, description = "Not an admin.", body = ErrorBody),
         (status = 404, description = "No such plugin in this tenant.", body = ErrorBody)
     ))]
@@ -309,8 +346,11 @@ pub struct PluginConfigBody {
     responses(
         (status = 200, description = "Saved.", body = Installation),
         (status = 400, description = "Malformed body.", body = ErrorBody),
+        (status = 401, description = "No valid token.", body = ErrorBody),
         (status = 403, description = "Not an admin.", body = ErrorBody),
         (status = 404, description = "No such plugin in this tenant.", body = ErrorBody),
+        (status = 413, description = "Body larger than max_body_bytes.", body = ErrorBody),
+        (status = 415, description = "Not JSON.", body = ErrorBody),
         (status = 422, description = "A setting is unknown or the plugin rejects them.", body = ErrorBody)
     ))]
 #[tracing::instrument(skip_all, fields(tenant = %user.tenant.as_str(), id = %path.id))]
@@ -372,9 +412,12 @@ pub struct InvokeError {
     responses(
         (status = 200, description = "The call ran (see `status`); it is in the ledger as `run_id`.", body = InvokeResult),
         (status = 400, description = "Malformed body or id.", body = ErrorBody),
+        (status = 401, description = "No valid token.", body = ErrorBody),
         (status = 403, description = "Not a user.", body = ErrorBody),
         (status = 404, description = "No such plugin or tool.", body = ErrorBody),
         (status = 409, description = "The plugin is disabled.", body = ErrorBody),
+        (status = 413, description = "Body larger than max_body_bytes.", body = ErrorBody),
+        (status = 415, description = "Not JSON.", body = ErrorBody),
         (status = 422, description = "Arguments do not match the input schema.", body = ErrorBody)
     ))]
 #[tracing::instrument(skip_all, fields(tenant = %user.tenant.as_str(), id = %path.id, tool = %path.tool))]
