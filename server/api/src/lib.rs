@@ -2,7 +2,8 @@
 //!
 //! The server: [`config`] (settings), [`startup`] (`Application::build`, then
 //! `run_until_stopped`), [`http`] (the router, errors, extractors, authentication and
-//! routes) and [`registry`] (installed plugins per tenant). The `cairn` CLI: [`cli`]
+//! routes), [`copilot`] (the model and the reasoning loop over the tenant's plugins) and
+//! [`registry`] (installed plugins per tenant). The `cairn` CLI: [`cli`]
 //! parses commands (`cairn serve` runs the server), [`package`] reads and writes plugin
 //! packages, [`scaffold`] writes new plugins, and [`sandbox`] runs tools in the real
 //! runtime.
@@ -10,6 +11,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod copilot;
 pub mod http;
 pub mod package;
 pub mod registry;

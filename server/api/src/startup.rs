@@ -1,6 +1,8 @@
 //! Building and running the server: [`Application::build`] opens the ledger, the plugin
-//! runtime and registry, binds the listener (port 0 picks a free one, which tests use to
-//! run in parallel) and returns before serving, so the caller knows the port.
+//! runtime and registry, sets up the model and the reasoning loop (the embedded model is
+//! only loaded when a run first needs it), binds the listener (port 0 picks a free one,
+//! which tests use to run in parallel) and returns before serving, so the caller knows
+//! the port.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use cairn_runtime::{JsonFileKv, Runtime, RuntimeConfig};
 use tokio::net::TcpListener;
 
 use crate::config::{AuthConfig, Config};
+use crate::copilot::{Copilot, RegistryTools, build_model};
 use crate::http::auth::Authenticator;
 use crate::http::auth::oidc::OidcVerifier;
 use crate::http::metrics::Metrics;
@@ -57,11 +60,21 @@ impl Application {
                 Authenticator::Oidc(Arc::new(OidcVerifier::new(oidc.clone())?))
             }
         };
+        let registry = Arc::new(registry);
+        let metrics = Arc::new(Metrics::default());
+        let model = build_model(&config.model)?;
+        let tools = Arc::new(RegistryTools::new(
+            Arc::clone(&registry),
+            Arc::clone(&metrics),
+        ));
+        let copilot = Copilot::new(&config.agent, model, Arc::clone(&ledger), tools)
+            .context("setting up the reasoning loop")?;
         let state = AppState {
             ledger,
-            registry: Arc::new(registry),
+            registry,
+            copilot: Arc::new(copilot),
             auth,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             limits: Limits {
                 max_body_bytes: config.max_body_bytes,
                 max_package_bytes: config.max_package_bytes,

@@ -78,6 +78,15 @@ pub enum ApiError {
         /// Field at fault.
         field: Option<String>,
     },
+    /// 502: the work was accepted but what it depends on failed (a run whose model
+    /// failed, or that ran out of steps or time); the run is in the ledger.
+    #[error("{message}")]
+    BadGateway {
+        /// Code, e.g. `run_failed`.
+        code: &'static str,
+        /// Message.
+        message: String,
+    },
     /// 503: a dependency (ledger, identity provider) cannot be reached.
     #[error("{0}")]
     Unavailable(String),
@@ -111,6 +120,20 @@ impl ApiError {
             message: message.into(),
             field,
         }
+    }
+
+    /// The status and body this error is answered with (also where no response can
+    /// carry it, e.g. inside an event stream).
+    pub fn to_body(&self) -> (StatusCode, ErrorBody) {
+        let (status, code, message, field) = self.parts();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message,
+                field,
+            },
+        };
+        (status, body)
     }
 
     fn parts(&self) -> (StatusCode, &'static str, String, Option<String>) {
@@ -161,6 +184,9 @@ impl ApiError {
                 message.clone(),
                 field.clone(),
             ),
+            ApiError::BadGateway { code, message } => {
+                (StatusCode::BAD_GATEWAY, code, message.clone(), None)
+            }
             ApiError::Unavailable(m) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -184,14 +210,7 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(m) => tracing::warn!(error = %m, "dependency unavailable"),
             _ => {}
         }
-        let (status, code, message, field) = self.parts();
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: code.to_owned(),
-                message,
-                field,
-            },
-        };
+        let (status, body) = self.to_body();
         let mut response = (status, axum::Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

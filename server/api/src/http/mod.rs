@@ -20,6 +20,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::copilot::Copilot;
 use crate::registry::Registry;
 use auth::Authenticator;
 use error::ApiError;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub ledger: Arc<dyn Ledger>,
     /// The plugin registry (which owns the sandbox runtime).
     pub registry: Arc<Registry>,
+    /// The reasoning loop.
+    pub copilot: Arc<Copilot>,
     /// How callers are authenticated.
     pub auth: Authenticator,
     /// Request and tool-call metrics.
@@ -53,14 +56,16 @@ pub struct Limits {
 #[openapi(
     info(
         title = "Cairn API",
-        description = "Enterprise copilot plugin platform: plugins, direct tool invocation, and the audit ledger. Errors are `{\"error\": {\"code\", \"message\", \"field\"?}}`."
+        description = "Enterprise copilot plugin platform: runs of the reasoning loop, OpenAI-compatible chat completions, plugins, direct tool invocation, and the audit ledger. Errors are `{\"error\": {\"code\", \"message\", \"field\"?}}`."
     ),
     modifiers(&BearerAuth),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
     tags(
         (name = "health", description = "Liveness, readiness and metrics."),
         (name = "plugins", description = "Installing, configuring and invoking plugins (writes: admin role)."),
-        (name = "audit", description = "The audit ledger (auditor role).")
+        (name = "audit", description = "The audit ledger (auditor role)."),
+        (name = "runs", description = "Runs of the reasoning loop: start, follow, approve, cancel (user role)."),
+        (name = "chat", description = "OpenAI-compatible chat completions over the reasoning loop (user role).")
     )
 )]
 struct ApiDoc;
@@ -86,6 +91,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::health::router())
         .merge(routes::plugins::router())
         .merge(routes::audit::router())
+        .merge(routes::runs::router())
+        .merge(routes::chat::router())
 }
 
 /// The OpenAPI 3.1 document, generated from the handlers.

@@ -339,6 +339,37 @@ impl Registry {
         Ok((installation, manifest, plugin))
     }
 
+    /// The manifests of a tenant's enabled plugins: the tools its runs may use.
+    pub async fn enabled_manifests(&self, tenant: &str) -> Vec<Arc<Manifest>> {
+        let state = self.state.lock().await;
+        state
+            .installations
+            .iter()
+            .filter(|i| i.tenant == tenant && i.enabled)
+            .filter_map(|i| state.manifests.get(&i.digest).cloned())
+            .collect()
+    }
+
+    /// The loaded plugin the tenant enabled under the manifest id `plugin_id` (what the
+    /// reasoning loop records and calls a tool by).
+    pub async fn enabled_plugin(
+        &self,
+        tenant: &str,
+        plugin_id: &str,
+    ) -> Result<(Installation, Plugin), RegistryError> {
+        let id = {
+            let state = self.state.lock().await;
+            state
+                .installations
+                .iter()
+                .find(|i| i.tenant == tenant && i.plugin_id == plugin_id)
+                .map(|i| i.id)
+                .ok_or(RegistryError::NotFound)?
+        };
+        let (installation, _, plugin) = self.plugin(tenant, id).await?;
+        Ok((installation, plugin))
+    }
+
     async fn load(
         &self,
         installation: &Installation,

@@ -1,0 +1,307 @@
+//! The reasoning loop wired into the server: the configured chat model, the tenant's
+//! enabled plugins as the loop's tools, and the agents that drive runs.
+//!
+//! - [`LazyEmbedded`] loads the embedded GGUF model on the first model request, on the
+//!   blocking pool: start-up stays instant, and a server whose runs never reach the model
+//!   (or that talks to another provider) never reads the weights.
+//! - [`RegistryTools`] offers each tenant the tools of the plugins *it* enabled, with *its*
+//!   settings, straight from the [`Registry`] (so enabling or disabling a plugin takes
+//!   effect at the next run); one call is run through [`RuntimeTools`], so the mapping
+//!   of sandbox failures and egress decisions onto the ledger is the agent crate's.
+//! - [`Copilot`] holds the shared [`Agent`] and builds a per-request one for chat
+//!   completions, whose tools may include ones the *client* supplied
+//!   ([`CLIENT_PLUGIN`]): the policy asks before every call to those, so the run pauses
+//!   instead of executing them, and the API hands the calls back to the client.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use cairn_agent::{
+    Agent, AgentConfig, AgentDeps, ApprovalMode, ApprovalPolicy, AvailableTool, RuntimeTools,
+    ToolExecution, ToolExecutor, ToolFailure, ToolInvocation,
+};
+use cairn_audit::{Ledger, TenantId};
+use cairn_model::{
+    ChatModel, ChatRequest, ChatResponse, ChatStream, EmbeddedConfig, EmbeddedModel, ModelError,
+    OpenAiCompatible, OpenAiConfig,
+};
+use tokio::sync::OnceCell;
+
+use crate::config::{AgentSettings, ModelConfig};
+use crate::http::metrics::Metrics;
+use crate::registry::Registry;
+
+/// The plugin id under which tools supplied by a chat completions client are offered and
+/// recorded. Calls to them never run on the server.
+pub const CLIENT_PLUGIN: &str = "client";
+
+/// Builds the configured chat model. The embedded one is not loaded here.
+pub fn build_model(config: &ModelConfig) -> anyhow::Result<Arc<dyn ChatModel>> {
+    Ok(match config {
+        ModelConfig::Embedded(e) => Arc::new(LazyEmbedded::new(EmbeddedConfig {
+            gguf_path: e.model_dir.join(&e.gguf),
+            ..EmbeddedConfig::default()
+        })),
+        ModelConfig::OpenAi(o) => {
+            let model = OpenAiCompatible::new(OpenAiConfig {
+                api_key: o.api_key.clone().map(cairn_model::ApiKey::new),
+                request_timeout: Duration::from_secs(o.timeout_seconds),
+                ..OpenAiConfig::new(o.base_url.clone(), o.model.clone())
+            })
+            .context("setting up the OpenAI-compatible model provider")?;
+            Arc::new(model)
+        }
+    })
+}
+
+/// The embedded model, loaded on first use.
+pub struct LazyEmbedded {
+    config: EmbeddedConfig,
+    name: String,
+    model: OnceCell<EmbeddedModel>,
+}
+
+impl LazyEmbedded {
+    /// A model that will be loaded from `config` when first asked.
+    pub fn new(config: EmbeddedConfig) -> Self {
+        let name = config
+            .gguf_path
+            .file_stem()
+            .map_or_else(|| "embedded".into(), |s| s.to_string_lossy().into_owned());
+        Self {
+            config,
+            name,
+            model: OnceCell::new(),
+        }
+    }
+
+    async fn get(&self) -> Result<&EmbeddedModel, ModelError> {
+        self.model
+            .get_or_try_init(|| async {
+                let config = self.config.clone();
+                tracing::info!(path = %config.gguf_path.display(), "loading the embedded model");
+                tokio::task::spawn_blocking(move || EmbeddedModel::load(config))
+                    .await
+                    .map_err(|e| ModelError::Embedded(format!("loading the model: {e}")))?
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl ChatModel for LazyEmbedded {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, ModelError> {
+        self.get().await?.chat(request).await
+    }
+
+    async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, ModelError> {
+        self.get().await?.chat_stream(request).await
+    }
+}
+
+/// The tools of each tenant's enabled plugins, from the registry.
+pub struct RegistryTools {
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+}
+
+impl RegistryTools {
+    /// Tools over `registry`, recording call metrics in `metrics`.
+    pub fn new(registry: Arc<Registry>, metrics: Arc<Metrics>) -> Self {
+        Self { registry, metrics }
+    }
+}
+
+#[async_trait]
+impl ToolExecutor for RegistryTools {
+    async fn tools(&self, tenant: &TenantId) -> Result<Vec<AvailableTool>, ToolFailure> {
+        Ok(self
+            .registry
+            .enabled_manifests(tenant.as_str())
+            .await
+            .iter()
+            .flat_map(|m| {
+                m.tools.iter().map(|spec| AvailableTool {
+                    plugin: m.id.clone(),
+                    spec: spec.clone(),
+                })
+            })
+            .collect())
+    }
+
+    async fn execute(&self, call: ToolInvocation) -> ToolExecution {
+        let (plugin_id, tool) = (call.plugin.to_string(), call.tool.clone());
+        let plugin = match self
+            .registry
+            .enabled_plugin(call.tenant.as_str(), &plugin_id)
+            .await
+        {
+            Ok((_, plugin)) => plugin,
+            Err(e) => {
+                return ToolExecution {
+                    outcome: Err(ToolFailure::new(
+                        "unknown_tool",
+                        format!("the plugin {plugin_id} is not available: {e}"),
+                    )),
+                    records: Vec::new(),
+                };
+            }
+        };
+        let started = Instant::now();
+        let execution = RuntimeTools::new([plugin]).execute(call).await;
+        self.metrics.record_tool_call(
+            &plugin_id,
+            &tool,
+            execution.outcome.is_ok(),
+            started.elapsed(),
+        );
+        execution
+    }
+}
+
+/// The server's tools plus a chat completions client's own, which are listed (so the
+/// model is offered them) but never executed here.
+struct WithClientTools {
+    inner: Arc<dyn ToolExecutor>,
+    client: Vec<AvailableTool>,
+    /// `tool_choice: "none"`: offer nothing at all.
+    offer_none: bool,
+}
+
+#[async_trait]
+impl ToolExecutor for WithClientTools {
+    async fn tools(&self, tenant: &TenantId) -> Result<Vec<AvailableTool>, ToolFailure> {
+        if self.offer_none {
+            return Ok(Vec::new());
+        }
+        let mut tools = self.inner.tools(tenant).await?;
+        tools.extend(self.client.iter().cloned());
+        Ok(tools)
+    }
+
+    async fn execute(&self, call: ToolInvocation) -> ToolExecution {
+        if call.plugin.as_str() == CLIENT_PLUGIN {
+            return ToolExecution {
+                outcome: Err(ToolFailure::new(
+                    "client_tool",
+                    format!("{} is the client's tool; the client runs it", call.tool),
+                )),
+                records: Vec::new(),
+            };
+        }
+        self.inner.execute(call).await
+    }
+}
+
+/// What one chat completion asks of the loop beyond the deployment's settings.
+#[derive(Debug, Default)]
+pub struct ChatOverrides {
+    /// Extra system instructions (the request's system messages).
+    pub system: Option<String>,
+    /// Tools the client supplied.
+    pub client_tools: Vec<AvailableTool>,
+    /// `tool_choice: "none"`.
+    pub offer_none: bool,
+    /// `max_tokens`.
+    pub max_tokens: Option<u32>,
+    /// `temperature`.
+    pub temperature: Option<f32>,
+}
+
+/// The reasoning loop as the server runs it.
+pub struct Copilot {
+    agent: Arc<Agent>,
+    config: AgentConfig,
+    deps: AgentDeps,
+}
+
+impl Copilot {
+    /// The loop over `model`, `ledger` and the registry's plugins, configured by
+    /// `settings` (the approval policy file is read here, so a bad one stops start-up).
+    pub fn new(
+        settings: &AgentSettings,
+        model: Arc<dyn ChatModel>,
+        ledger: Arc<dyn Ledger>,
+        tools: Arc<dyn ToolExecutor>,
+    ) -> anyhow::Result<Self> {
+        let approval = match &settings.approval_policy {
+            None => ApprovalPolicy::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the approval policy {}", path.display()))?;
+                ApprovalPolicy::from_json_str(&text)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("approval policy {}", path.display()))?
+            }
+        };
+        let config = AgentConfig {
+            system_prompt: settings.system_prompt.clone(),
+            max_model_calls: settings.max_model_calls,
+            deadline: Duration::from_secs(settings.deadline_seconds),
+            max_tokens: settings.max_tokens,
+            approval,
+            ..AgentConfig::default()
+        };
+        let deps = AgentDeps {
+            model,
+            ledger,
+            tools,
+        };
+        Ok(Self {
+            agent: Arc::new(Agent::new(config.clone(), deps.clone())),
+            config,
+            deps,
+        })
+    }
+
+    /// The shared agent: runs, approvals, cancellation, status.
+    pub fn agent(&self) -> &Arc<Agent> {
+        &self.agent
+    }
+
+    /// The model's name, as runs record it.
+    pub fn model_name(&self) -> &str {
+        self.deps.model.name()
+    }
+
+    /// An agent for one chat completion in `tenant`: the deployment's settings with the
+    /// request's, and the client's tools offered beside the server's, each gated
+    /// `always_ask` so that a call to one pauses the run rather than running.
+    pub fn for_chat(&self, tenant: &TenantId, overrides: ChatOverrides) -> Arc<Agent> {
+        let mut config = self.config.clone();
+        if let Some(extra) = overrides.system {
+            config.system_prompt = Some(match config.system_prompt.take() {
+                Some(base) => format!("{base}\n\n{extra}"),
+                None => extra,
+            });
+        }
+        config.max_tokens = overrides.max_tokens.or(config.max_tokens);
+        config.temperature = overrides.temperature.or(config.temperature);
+        let tenant_policy = config
+            .approval
+            .tenants
+            .entry(tenant.as_str().to_owned())
+            .or_default();
+        for tool in &overrides.client_tools {
+            tenant_policy.tools.insert(
+                format!("{CLIENT_PLUGIN}.{}", tool.spec.name),
+                ApprovalMode::AlwaysAsk,
+            );
+        }
+        let deps = AgentDeps {
+            tools: Arc::new(WithClientTools {
+                inner: Arc::clone(&self.deps.tools),
+                client: overrides.client_tools,
+                offer_none: overrides.offer_none,
+            }),
+            ..self.deps.clone()
+        };
+        Arc::new(Agent::new(config, deps))
+    }
+}
