@@ -1,8 +1,10 @@
 //! Black-box tests of the HTTP API: each test starts its own server (port 0) with its own
 //! data dir and ledger, and talks to it over HTTP.
 
+mod chat;
 mod conformance;
 mod helpers;
+mod runs;
 
 use helpers::{
     AUDIENCE, Options, expect_error, spawn_app, spawn_app_with, spawn_oidc_app, tasks_package,
@@ -94,6 +96,12 @@ async fn the_openapi_document_matches_the_committed_copy() {
         "/v1/audit/runs/{id}",
         "/v1/audit/export",
         "/v1/audit/verify",
+        "/v1/runs",
+        "/v1/runs/{id}",
+        "/v1/runs/{id}/events",
+        "/v1/runs/{id}/approvals",
+        "/v1/runs/{id}/cancel",
+        "/v1/chat/completions",
     ] {
         assert!(document["paths"][path].is_object(), "{path} missing");
     }
@@ -653,6 +661,12 @@ fn protected_routes(id: &str, run: &str) -> Vec<(Method, String)> {
         (Method::GET, format!("/v1/audit/runs/{run}")),
         (Method::GET, "/v1/audit/export".into()),
         (Method::GET, "/v1/audit/verify".into()),
+        (Method::POST, "/v1/runs".into()),
+        (Method::GET, format!("/v1/runs/{run}")),
+        (Method::GET, format!("/v1/runs/{run}/events")),
+        (Method::POST, format!("/v1/runs/{run}/approvals")),
+        (Method::POST, format!("/v1/runs/{run}/cancel")),
+        (Method::POST, "/v1/chat/completions".into()),
     ]
 }
 
