@@ -48,7 +48,11 @@ ensure_python_tools() {
   if [ ! -f "$venv/.complete" ]; then
     say "Installing the Python test tools into $venv"
     rm -rf "$venv"
-    python3 -m venv "$venv"
+    if ! python3 -m venv "$venv"; then
+      rm -rf "$venv"
+      echo "error: python3 cannot create a virtualenv; install venv support (Debian: apt-get install python3-venv)" >&2
+      return 1
+    fi
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
     touch "$venv/.complete"
   fi

@@ -9,6 +9,10 @@ server-sent events in OpenAI's delta format when the request says `"stream": tru
 Every request body is recorded. With no step left, it answers 500 naming the request,
 which fails the test loudly instead of hanging it.
 
+Run as a program (`python scripted_model.py`), it prints its base URL and answers every
+request with the same short text until it is stopped: a fast, deterministic model for
+tests that exercise the API rather than the model (scripts/test-api's schemathesis run).
+
 This mirrors `server/model/scripted` (the Rust test server), in Python so a pytest test
 can script it in-process.
 """
@@ -47,7 +51,8 @@ class ScriptedModel:
     """`with ScriptedModel() as model:` serves on a free loopback port; `model.url` is the
     base URL (`http://127.0.0.1:PORT/v1`)."""
 
-    def __init__(self):
+    def __init__(self, default=None):
+        self.default = default
         self.script = deque()
         self.requests = []
         self._lock = threading.Lock()
@@ -67,7 +72,7 @@ class ScriptedModel:
                 with model._lock:
                     model.requests.append(body)
                     number = len(model.requests)
-                    step = model.script.popleft() if model.script else None
+                    step = model.script.popleft() if model.script else model.default
                 if step is None:
                     message = f"the scripted model has no step left for request {number}: {json.dumps(body)[:500]}"
                     return self._send(500, {"error": {"message": message, "type": "scripted"}})
@@ -187,3 +192,13 @@ def chunks(number, body, answer):
         "choices": [{"index": 0, "delta": {}, "finish_reason": _finish(answer)}],
         "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
     }
+
+
+if __name__ == "__main__":
+    import signal
+    import sys
+
+    with ScriptedModel(default=text("Scripted answer.")) as served:
+        print(served.url, flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        signal.pause()
