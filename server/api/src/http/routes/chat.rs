@@ -194,6 +194,14 @@ pub struct ChatCompletion {
     pub cairn_pending_approvals: Vec<PendingApproval>,
 }
 
+/// One server-sent event of a streamed answer (documentation only).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ChunkEvent {
+    /// A `chat.completion.chunk` as JSON, an error body as JSON, or `[DONE]` last.
+    data: String,
+}
+
 /// The one choice.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Choice {
@@ -404,7 +412,11 @@ struct Answer {
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "chat", security(("bearer" = [])),
     request_body = ChatCompletionRequest,
     responses(
-        (status = 200, description = "The answer (`chat.completion`), or with `stream: true` `chat.completion.chunk` events ending with `data: [DONE]`. The run id is in `id` (`chatcmpl-<run id>`), `cairn_run_id` and the `x-cairn-run-id` header.", body = ChatCompletion,
+        (status = 200, description = "The answer (`chat.completion`), or with `stream: true` `chat.completion.chunk` events ending with `data: [DONE]`. The run id is in `id` (`chatcmpl-<run id>`), `cairn_run_id` and the `x-cairn-run-id` header.",
+            content(
+                (ChatCompletion = "application/json"),
+                (ChunkEvent = "text/event-stream")
+            ),
             headers(("x-cairn-run-id" = String, description = "The run (non-streamed answers)."))),
         (status = 400, description = "Malformed body (the field is named), `n` above 1, an unsupported `tool_choice`.", body = ErrorBody),
         (status = 401, description = "No valid token.", body = ErrorBody),

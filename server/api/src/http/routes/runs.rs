@@ -94,10 +94,17 @@ pub struct RunPath {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRun {
-    /// What the user asks, e.g. "Remind me to renew my passport".
+    /// What the user asks, e.g. "Remind me to renew my passport" (not blank).
+    #[schema(min_length = 1, pattern = r"\S")]
     pub message: String,
-    /// The client's conversation (thread) id, recorded on the run.
+    /// The client's conversation (thread) id, recorded on the run: 1 to 256 printable
+    /// characters.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001f\u007f]+$"
+    )]
     pub conversation_id: Option<String>,
 }
 
@@ -257,7 +264,7 @@ async fn create_run(
 
 /// Where a run stands: its status, answer, pending approvals or error.
 #[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "The run id (UUID v7).")),
+    params(("id" = String, Path, description = "The run id (UUID v7).", format = Uuid, pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-7[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$")),
     responses(
         (status = 200, description = "The run.", body = RunView),
         (status = 400, description = "Malformed id.", body = ErrorBody),
@@ -275,6 +282,20 @@ async fn get_run(
     Ok(AppJson(run_view(&state, &user.tenant, path.id).await?))
 }
 
+/// One server-sent event of `GET /v1/runs/{id}/events` (documentation only: the stream
+/// is written by axum's `Event`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct RunEvent {
+    /// `step`, then one `end` (or `error`, if the ledger could not be read).
+    event: String,
+    /// On `step` events, the step's `seq`.
+    id: Option<String>,
+    /// JSON: the step as the audit ledger stores it (`step`), `{"status"}` (`end`), or an
+    /// error body (`error`).
+    data: String,
+}
+
 /// How often the event stream looks for new steps.
 const EVENT_POLL: Duration = Duration::from_millis(100);
 
@@ -285,11 +306,11 @@ const EVENT_POLL: Duration = Duration::from_millis(100);
 /// pauses for approval.
 #[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", security(("bearer" = [])),
     params(
-        ("id" = Uuid, Path, description = "The run id (UUID v7)."),
+        ("id" = String, Path, description = "The run id (UUID v7).", format = Uuid, pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-7[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$"),
         ("Last-Event-ID" = Option<u64>, Header, description = "Only steps after this seq.")
     ),
     responses(
-        (status = 200, description = "`step` events, then one `end` event.", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "`step` events, then one `end` event.", body = RunEvent, content_type = "text/event-stream"),
         (status = 400, description = "Malformed id or Last-Event-ID.", body = ErrorBody),
         (status = 401, description = "No valid token.", body = ErrorBody),
         (status = 403, description = "Not a user.", body = ErrorBody),
@@ -430,7 +451,7 @@ pub struct DecisionsBody {
 /// approver. Approved calls run, denied ones go back to the model as errors, and the run
 /// continues until it completes, fails or pauses again.
 #[utoipa::path(post, path = "/v1/runs/{id}/approvals", tag = "runs", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "The run id (UUID v7).")),
+    params(("id" = String, Path, description = "The run id (UUID v7).", format = Uuid, pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-7[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$")),
     request_body = DecisionsBody,
     responses(
         (status = 200, description = "The run after the decisions.", body = RunView),
@@ -488,7 +509,7 @@ pub struct CancelBody {
 /// paused one ends at once; either way `run_cancelled` is recorded with the caller. The
 /// body (`{"reason": …}`) is optional.
 #[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "The run id (UUID v7).")),
+    params(("id" = String, Path, description = "The run id (UUID v7).", format = Uuid, pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-7[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$")),
     request_body(content = Option<CancelBody>, description = "Optional."),
     responses(
         (status = 200, description = "The run after cancelling (`cancelled`, or still `running` for a moment if it was being driven).", body = RunView),
