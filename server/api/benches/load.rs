@@ -11,7 +11,9 @@
 //!
 //! With `--restart-db` PostgreSQL is restarted (`pg_ctlcluster … restart`, so this mode
 //! needs a local cluster and root) once a third of the requests are answered: requests
-//! fail while it is down, and afterwards no answered run may be missing.
+//! fail while it is down, and afterwards no answered run may be missing (a run whose
+//! last commit raced the restart may be complete although its request failed: it is
+//! counted as `completed_without_answer`, not an error).
 //!
 //! ```text
 //! cargo bench -p cairn-server --bench load -- [--requests 2000] [--concurrency 16] [--restart-db] [--json]
@@ -302,7 +304,11 @@ async fn main() {
             .fetch_one(&mut db)
             .await
             .expect("count completed runs");
-    if completed != ok.len() as i64 {
+    // A restart can cut the connection after a commit and before its acknowledgement:
+    // that run is complete in the ledger though its request failed. Nothing answered may
+    // be missing, though, and without a restart the counts must match exactly.
+    let unanswered_completed = completed - ok.len() as i64;
+    if unanswered_completed < 0 || (!args.restart_db && unanswered_completed != 0) {
         problems.push(format!(
             "{completed} completed runs in the ledger for {} answered requests",
             ok.len()
@@ -325,6 +331,7 @@ async fn main() {
         "by_status": by_status.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
         "db_restart_seconds": downtime.map(|d| d.as_secs_f64()),
         "ledger_completed_runs": completed,
+        "completed_without_answer": unanswered_completed,
         "ledger_verified": report.is_ok(),
         "problems": problems,
     });
