@@ -42,6 +42,8 @@ async fn a_plain_completion_is_an_openai_answer_and_a_recorded_run() {
                 { "role": "user", "content": [{ "type": "text", "text": "Hi" }] }
             ],
             "n": 1,
+            "max_tokens": 50,
+            "temperature": 0.25,
             "user": "someone",
             "top_p": 1,
             "stream_options": null
@@ -73,6 +75,8 @@ async fn a_plain_completion_is_an_openai_answer_and_a_recorded_run() {
             .contains("one sentence")
     );
     assert_eq!(sent[1]["content"], "Hi");
+    assert_eq!(model.requests()[0]["max_tokens"], 50);
+    assert_eq!(model.requests()[0]["temperature"], 0.25);
     let view = get_json(&app, &format!("/v1/runs/{run}")).await;
     assert_eq!(view["status"], "completed");
     assert_eq!(view["answer"], "Hello! How can I help?");
@@ -134,6 +138,7 @@ async fn enabled_plugins_are_server_side_tools() {
     let (model, app, _plugin) = with_tasks([
         Step::tool_call("list_tasks", json!({})),
         Step::text("You have nothing to do."),
+        Step::text("Sure."),
     ])
     .await;
     let (answer, _) = complete_ok(
@@ -159,6 +164,18 @@ async fn enabled_plugins_are_server_side_tools() {
         .clone();
     let result: Value = serde_json::from_str(result["content"].as_str().unwrap()).unwrap();
     assert_eq!(result["count"], 0);
+
+    // `tool_choice: "none"`: nothing is offered, not even the plugins.
+    complete_ok(
+        &app,
+        json!({ "messages": [{ "role": "user", "content": "Just chat." }], "tool_choice": "none" }),
+    )
+    .await;
+    let third = &model.requests()[2];
+    assert!(
+        third["tools"].as_array().is_none_or(Vec::is_empty),
+        "{third}"
+    );
 }
 
 #[tokio::test]
