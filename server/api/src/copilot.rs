@@ -265,6 +265,11 @@ impl Copilot {
         &self.agent
     }
 
+    /// The tools `tenant`'s runs are offered: its enabled plugins'.
+    pub async fn server_tools(&self, tenant: &TenantId) -> Result<Vec<AvailableTool>, ToolFailure> {
+        self.deps.tools.tools(tenant).await
+    }
+
     /// The model's name, as runs record it.
     pub fn model_name(&self) -> &str {
         self.deps.model.name()

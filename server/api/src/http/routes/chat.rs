@@ -443,13 +443,11 @@ async fn chat_completions(
     }
     let (message, system) = conversation(&body.messages)?;
     let offer_none = offer_none(&body.tool_choice)?;
-    let server_tools = {
-        use cairn_agent::ToolExecutor;
-        crate::copilot::RegistryTools::new(Arc::clone(&state.registry), Arc::clone(&state.metrics))
-            .tools(&user.tenant)
-            .await
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!("listing tools: {e}")))?
-    };
+    let server_tools = state
+        .copilot
+        .server_tools(&user.tenant)
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("listing tools: {e}")))?;
     let client_tools = client_tools(&body.tools, &server_tools)?;
     let agent = state.copilot.for_chat(
         &user.tenant,
