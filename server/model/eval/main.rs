@@ -73,6 +73,14 @@ struct Args {
     /// Cap on generated tokens per answer.
     #[arg(long, default_value_t = 192)]
     max_tokens: u32,
+    /// Also run the `hybrid` variant: retrieval's top tool forced when it leads the
+    /// second by at least this score margin, otherwise the top k offered and the model
+    /// chooses.
+    #[arg(long)]
+    margin: Option<f32>,
+    /// Only run these variants (`forced-1`, `choose-k`, `hybrid`); default: all that apply.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -144,6 +152,10 @@ struct RetrievalReport {
     /// the margin the threshold sits in.
     no_tool_best_scores_max: f32,
     tool_best_scores_min: f32,
+    /// How far the top tool leads the second on tool requests, sorted: where retrieval's
+    /// top 1 was right, and where it was wrong (for choosing the hybrid's margin).
+    margins_right: Vec<f32>,
+    margins_wrong: Vec<f32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -252,6 +264,7 @@ fn main() -> Result<()> {
         let mut per_plugin_top1: BTreeMap<String, Rate> = BTreeMap::new();
         let mut no_tool_max = f32::MIN;
         let mut tool_min = f32::MAX;
+        let (mut margins_right, mut margins_wrong) = (Vec::new(), Vec::new());
         for (r, ranked) in requests.iter().zip(&ranked) {
             let best = ranked.first().map_or(f32::MIN, |t| t.score);
             match &r.expected_tool {
@@ -264,6 +277,14 @@ fn main() -> Result<()> {
                         .or_default()
                         .add(hit);
                     tool_min = tool_min.min(best);
+                    if let [first, second, ..] = ranked.as_slice() {
+                        let m = first.score - second.score;
+                        if hit {
+                            margins_right.push(m);
+                        } else {
+                            margins_wrong.push(m);
+                        }
+                    }
                     if i == 0 && !hit {
                         misses.push(miss(r, ranked));
                     }
@@ -303,6 +324,8 @@ fn main() -> Result<()> {
             per_plugin_top1,
             no_tool_best_scores_max: no_tool_max,
             tool_best_scores_min: tool_min,
+            margins_right: sorted(margins_right),
+            margins_wrong: sorted(margins_wrong),
         });
     }
 
@@ -329,11 +352,17 @@ fn main() -> Result<()> {
         let model = make_model(kind, &args)?;
         report.model = Some(model.name().to_owned());
         let definitions: Vec<ToolDefinition> = tools.iter().map(|t| t.definition.clone()).collect();
-        let variants: Vec<Variant> = if args.no_retrieval {
+        let mut variants: Vec<Variant> = if args.no_retrieval {
             vec![Variant::AllTools]
         } else {
             vec![Variant::Forced1, Variant::ChooseK(args.k)]
         };
+        if let (Some(margin), false) = (args.margin, args.no_retrieval) {
+            variants.push(Variant::Hybrid(args.k, margin));
+        }
+        if !args.only.is_empty() {
+            variants.retain(|v| args.only.iter().any(|o| v.key() == o.as_str()));
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -410,6 +439,20 @@ fn print_report(r: &Report) {
         for (plugin, rate) in &x.per_plugin_top1 {
             println!("  top-1 {plugin}: {rate}");
         }
+        let show = |v: &[f32]| {
+            v.iter()
+                .map(|m| format!("{m:.3}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        println!(
+            "  top-1 lead over top-2 where right: {}",
+            show(&x.margins_right)
+        );
+        println!(
+            "  top-1 lead over top-2 where wrong: {}",
+            show(&x.margins_wrong)
+        );
     }
     if let Some(model) = &r.model {
         println!();
@@ -444,6 +487,11 @@ fn print_report(r: &Report) {
             );
         }
     }
+}
+
+fn sorted(mut v: Vec<f32>) -> Vec<f32> {
+    v.sort_by(f32::total_cmp);
+    v
 }
 
 fn scoring_name(s: Scoring) -> String {
@@ -513,6 +561,19 @@ enum Variant {
     AllTools,
     Forced1,
     ChooseK(usize),
+    /// Top 1 forced when it leads by the margin, else top k offered.
+    Hybrid(usize, f32),
+}
+
+impl Variant {
+    fn key(&self) -> &'static str {
+        match self {
+            Self::AllTools => "all-tools",
+            Self::Forced1 => "forced-1",
+            Self::ChooseK(_) => "choose-k",
+            Self::Hybrid(..) => "hybrid",
+        }
+    }
 }
 
 impl std::fmt::Display for Variant {
@@ -521,6 +582,10 @@ impl std::fmt::Display for Variant {
             Self::AllTools => write!(f, "all-tools (no retrieval)"),
             Self::Forced1 => write!(f, "forced-1 (retrieval top 1, tool_choice forced)"),
             Self::ChooseK(k) => write!(f, "choose-{k} (retrieval top {k}, model chooses)"),
+            Self::Hybrid(k, m) => write!(
+                f,
+                "hybrid (top 1 forced when it leads by ≥ {m:.2}, else top {k}, model chooses)"
+            ),
         }
     }
 }
@@ -562,13 +627,24 @@ async fn run_variant(
         let started = Instant::now();
         let (tools, choice): (Vec<ToolDefinition>, ToolChoice) = match variant {
             Variant::AllTools => (definitions.to_vec(), ToolChoice::Auto),
-            Variant::Forced1 | Variant::ChooseK(_) => {
-                let k = if let Variant::ChooseK(k) = variant {
-                    k
-                } else {
-                    1
+            Variant::Forced1 | Variant::ChooseK(_) | Variant::Hybrid(..) => {
+                let k = match variant {
+                    Variant::ChooseK(k) => k,
+                    Variant::Hybrid(k, _) => k.max(2),
+                    _ => 1,
                 };
-                let ranked = index.rank_async(r.request.clone(), k).await?;
+                let mut ranked = index.rank_async(r.request.clone(), k).await?;
+                let forced = match variant {
+                    Variant::Forced1 => true,
+                    Variant::Hybrid(_, margin) => match ranked.as_slice() {
+                        [first, second, ..] => first.score - second.score >= margin,
+                        _ => true,
+                    },
+                    _ => false,
+                };
+                if forced {
+                    ranked.truncate(1);
+                }
                 if index.probably_no_tool(&ranked) {
                     (Vec::new(), ToolChoice::None)
                 } else {
@@ -576,8 +652,8 @@ async fn run_variant(
                         .iter()
                         .filter_map(|t| definitions.iter().find(|d| d.name == t.name).cloned())
                         .collect();
-                    let choice = match (variant, offered.first()) {
-                        (Variant::Forced1, Some(d)) => ToolChoice::Tool(d.name.clone()),
+                    let choice = match (forced, offered.first()) {
+                        (true, Some(d)) => ToolChoice::Tool(d.name.clone()),
                         _ => ToolChoice::Auto,
                     };
                     (offered, choice)

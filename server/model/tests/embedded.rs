@@ -454,3 +454,40 @@ async fn inference_never_blocks_the_async_runtime() {
     assert!(a.usage.expect("usage").output_tokens > 0);
     assert_eq!(b.message.tool_calls.len(), 1);
 }
+
+/// Regression: tool schemas with local definitions (schemars writes enums as
+/// `{"$ref": "#/$defs/Priority"}`) failed to compile because the tool's schema is nested
+/// in the call grammar while references resolve against its root.
+#[tokio::test]
+async fn schemas_with_local_definitions_compile_and_constrain() {
+    let defs_tool = |name: &str| {
+        tool(
+            name,
+            "Adds a task to the to-do list with a priority.",
+            json!({"type": "object", "properties": {
+                "title": {"type": "string"},
+                "priority": {"anyOf": [{"$ref": "#/$defs/Priority"}, {"type": "null"}]}
+            }, "required": ["title", "priority"], "additionalProperties": false,
+            "$defs": {"Priority": {"oneOf": [
+                {"type": "string", "const": "low"},
+                {"type": "string", "const": "high"}
+            ]}}}),
+        )
+    };
+    // Two tools with a definition of the same name: each keeps its own.
+    let offered = vec![defs_tool("add_task"), defs_tool("add_chore")];
+    let req = request(
+        "You are a helpful assistant.",
+        "Add 'renew passport' to my tasks, it's urgent.",
+        offered.clone(),
+        ToolChoice::Tool("add_task".into()),
+    );
+    let resp = model().chat(&req).await.expect("chat");
+    assert_eq!(resp.message.tool_calls.len(), 1, "{resp:?}");
+    assert_valid_calls(&offered, &resp.message);
+    let args: Value = serde_json::from_str(&resp.message.tool_calls[0].arguments).unwrap();
+    assert!(
+        args["priority"].is_null() || args["priority"] == "low" || args["priority"] == "high",
+        "{args}"
+    );
+}

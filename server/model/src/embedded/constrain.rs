@@ -147,12 +147,20 @@ pub fn lark_grammar(shape: &ReplyShape) -> Option<String> {
 
 /// `anyOf` one `{"tool": const, "arguments": schema}` per tool (llguidance handles `anyOf`
 /// better than `oneOf`), with fixed separators matching the prompt's example.
+///
+/// Each tool's schema is nested under `arguments`, so its local definitions (`$defs`,
+/// `definitions`, as schemars writes them for enums) are hoisted to the root under a
+/// per-tool prefix and its `#/$defs/...` references rewritten: references resolve
+/// against the document root, where they would otherwise point at nothing.
 pub fn call_schema(tools: &[ToolDefinition]) -> Value {
+    let mut defs = serde_json::Map::new();
     let options: Vec<Value> = tools
         .iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(i, t)| {
             let mut args = t.parameters.clone();
             cap_strings(&mut args);
+            hoist_definitions(&mut args, &format!("t{i}_"), &mut defs);
             json!({
                 "type": "object",
                 "properties": { "tool": { "const": t.name }, "arguments": args },
@@ -161,14 +169,63 @@ pub fn call_schema(tools: &[ToolDefinition]) -> Value {
             })
         })
         .collect();
-    json!({
+    let mut schema = json!({
         "anyOf": options,
         "x-guidance": {
             "whitespace_flexible": false,
             "key_separator": ": ",
             "item_separator": ", ",
         },
-    })
+    });
+    if !defs.is_empty() {
+        schema["$defs"] = Value::Object(defs);
+    }
+    schema
+}
+
+/// Moves `schema`'s top-level `$defs` and `definitions` into `defs` as `<prefix><name>`
+/// and rewrites every reference to them inside `schema` (the moved definitions included).
+fn hoist_definitions(schema: &mut Value, prefix: &str, defs: &mut serde_json::Map<String, Value>) {
+    let Value::Object(map) = schema else {
+        return;
+    };
+    let mut local = Vec::new();
+    for key in ["$defs", "definitions"] {
+        if let Some(Value::Object(d)) = map.remove(key) {
+            local.extend(d);
+        }
+    }
+    if local.is_empty() {
+        return;
+    }
+    rewrite_refs(schema, prefix);
+    for (name, mut def) in local {
+        rewrite_refs(&mut def, prefix);
+        defs.insert(format!("{prefix}{name}"), def);
+    }
+}
+
+fn rewrite_refs(schema: &mut Value, prefix: &str) {
+    match schema {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                match v {
+                    Value::String(r) if key == "$ref" => {
+                        for from in ["#/$defs/", "#/definitions/"] {
+                            if let Some(name) = r.strip_prefix(from) {
+                                *r = format!("#/$defs/{prefix}{name}");
+                                break;
+                            }
+                        }
+                    }
+                    _ if key == "enum" || key == "const" || key == "default" => {}
+                    _ => rewrite_refs(v, prefix),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| rewrite_refs(v, prefix)),
+        _ => {}
+    }
 }
 
 /// Adds `maxLength` to every string schema that has none (and no `enum`/`const`) and

@@ -183,8 +183,11 @@ impl EmbeddedModel {
     }
 }
 
-/// Applies the thread count once per process, before candle first reads it.
-fn set_threads(threads: usize) {
+/// Applies the thread count once per process, before candle first reads it. Whichever
+/// model loads first decides: the retrieval embedder calls this with the embedded
+/// model's default (1), because a candle pool sized to every core busy-waits and, on a
+/// shared 2-core machine, made generation ~3× slower when the embedder loaded first.
+pub(crate) fn set_threads(threads: usize) {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         for var in ["CANDLE_NUM_THREADS", "RAYON_NUM_THREADS"] {

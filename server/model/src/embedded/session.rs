@@ -152,7 +152,7 @@ impl Engine {
         timings.prompt_secs = prefill_start.elapsed().as_secs_f64();
         pos = tokens.len();
 
-        let mut reply = ReplyParser::new(matches!(shape, ReplyShape::CallOnly(_)));
+        let mut reply = ReplyParser::new(&shape);
         let mut utf8 = Utf8Stream::default();
         let mut generated = 0usize;
         let mut finish = FinishReason::Length;
@@ -384,12 +384,15 @@ const CALL_HEAD: &str = "{\"tool\": \"";
 const ARGS_HEAD: &str = "\", \"arguments\": ";
 
 impl ReplyParser {
-    fn new(call_only: bool) -> Self {
+    /// With no tool on offer (or `tool_choice: none`) the reply is text whatever it
+    /// looks like: a model shown earlier calls may write one as text, which must not
+    /// become a call to a tool it was not offered.
+    fn new(shape: &ReplyShape) -> Self {
         Self {
-            mode: if call_only {
-                Mode::Call
-            } else {
-                Mode::Undecided
+            mode: match shape {
+                ReplyShape::CallOnly(_) => Mode::Call,
+                ReplyShape::CallOrAnswer(_) => Mode::Undecided,
+                ReplyShape::Free | ReplyShape::AnswerOnly => Mode::Text,
             },
             buffer: String::new(),
             call_id: format!("call_{}", uuid::Uuid::new_v4().simple()),

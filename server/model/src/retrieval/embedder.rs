@@ -59,8 +59,13 @@ impl SentenceEmbedder {
     }
 
     /// Loads `model.safetensors`, `tokenizer.json` and `config.json` from `dir`. A missing
-    /// file is reported with the path and the command that fetches it.
+    /// file is reported with the path and the command that fetches it. Unless the
+    /// environment sets `CANDLE_NUM_THREADS`, candle then uses one thread per operation
+    /// in this process (the embedded model's default), whichever model loads first.
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
+        // candle sizes its CPU pool on first use, for the whole process: fix it before
+        // the first forward pass, as the chat model's load would (see `set_threads`).
+        crate::embedded::set_threads(crate::EmbeddedConfig::default().threads);
         let read = |name: &str| -> Result<Vec<u8>, ModelError> {
             let path = dir.join(name);
             std::fs::read(&path).map_err(|e| {
