@@ -19,6 +19,7 @@ use crate::error::{AgentError, Result};
 use crate::policy::ApprovalPolicy;
 use crate::replay::{PendingCall, Transcript};
 use crate::run::{Actors, RunCtx, planned_from_pending};
+use crate::selection::ToolSelector;
 use crate::tools::{ToolExecution, ToolInvocation};
 
 /// A request to start a run.
@@ -137,6 +138,7 @@ pub struct Agent {
     policy: RwLock<Arc<ApprovalPolicy>>,
     schemas: SchemaCache,
     active: Mutex<HashMap<RunId, Active>>,
+    selector: Option<Arc<dyn ToolSelector>>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -158,7 +160,17 @@ impl Agent {
             deps,
             schemas: SchemaCache::default(),
             active: Mutex::new(HashMap::new()),
+            selector: None,
         }
+    }
+
+    /// Offers the model only the tools `selector` picks for each request (e.g. a
+    /// [`RetrievalSelector`](crate::RetrievalSelector)'s top k) instead of every enabled
+    /// tool. The selection is made once per `start` and per `resume`, and what was
+    /// offered is recorded in each `model_request` step.
+    pub fn with_tool_selector(mut self, selector: Arc<dyn ToolSelector>) -> Self {
+        self.selector = Some(selector);
+        self
     }
 
     /// Replaces the approval policy; runs use it from their next decision on. Policy is
@@ -196,14 +208,29 @@ impl Agent {
         Ok((ActiveGuard { agent: self, run }, rx))
     }
 
-    async fn catalog(&self, tenant: &TenantId) -> Result<Catalog> {
+    /// The tenant's tools, narrowed by the selector (if any) to those for `request`.
+    async fn catalog(&self, tenant: &TenantId, request: Option<&str>) -> Result<Catalog> {
         let tools = self
             .deps
             .tools
             .tools(tenant)
             .await
             .map_err(|e| AgentError::Tools(e.to_string()))?;
-        Catalog::build(tools, &self.schemas).map_err(AgentError::Tools)
+        let selection = match (&self.selector, request) {
+            (Some(selector), Some(request)) => match selector.select(request, &tools).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "tool selection failed; offering every tool");
+                    None
+                }
+            },
+            _ => None,
+        };
+        let mut catalog = Catalog::build(tools, &self.schemas).map_err(AgentError::Tools)?;
+        if let Some(s) = selection {
+            catalog.restrict(&s.offered, s.require_first);
+        }
+        Ok(catalog)
     }
 
     /// Starts a run: records it and the user's message, then asks the model and runs
@@ -220,7 +247,7 @@ impl Agent {
             message,
         } = request;
         let actors = Actors::new(&user)?;
-        let catalog = self.catalog(&tenant).await?;
+        let catalog = self.catalog(&tenant, Some(&message)).await?;
         let run = self
             .deps
             .ledger
@@ -294,7 +321,7 @@ impl Agent {
         })?;
         let pending = transcript.pending().to_vec();
         let decisions = match_decisions(run_id, &pending, decisions)?;
-        let catalog = self.catalog(tenant).await?;
+        let catalog = self.catalog(tenant, transcript.last_user_message()).await?;
         let mut cx = RunCtx {
             agent: self,
             tenant: tenant.clone(),

@@ -115,13 +115,18 @@ pub(crate) struct Entry {
     pub schemas: Arc<CompiledSchemas>,
 }
 
-/// The tools of one run (or resume).
+/// The tools of one run (or resume): every enabled tool, for finding recorded calls, and
+/// the ones offered to the model, which are all of them unless a
+/// [`ToolSelector`](crate::ToolSelector) narrowed them.
 pub(crate) struct Catalog {
     entries: Vec<Arc<Entry>>,
+    /// Offered tools by the name the model sees: the only ones it may call.
     by_model_name: HashMap<String, usize>,
     by_plugin_tool: HashMap<(String, String), usize>,
     definitions: Vec<ToolDefinition>,
     offered: Vec<LedgerToolName>,
+    /// The tool the run's first model request must call, when the selector decided.
+    required_first: Option<String>,
 }
 
 impl Catalog {
@@ -182,10 +187,40 @@ impl Catalog {
             by_plugin_tool,
             definitions,
             offered,
+            required_first: None,
         })
     }
 
-    /// The tool the model called by `name`.
+    /// Offers only `keep` (indices into the tools the catalog was built from, in the order
+    /// to offer them; out-of-range and repeated ones are ignored), and with
+    /// `require_first` makes the first of them the run's first call.
+    pub(crate) fn restrict(&mut self, keep: &[usize], require_first: bool) {
+        let mut seen = std::collections::HashSet::new();
+        let keep: Vec<usize> = keep
+            .iter()
+            .copied()
+            .filter(|&i| i < self.entries.len() && seen.insert(i))
+            .collect();
+        self.by_model_name = keep
+            .iter()
+            .map(|&i| (self.entries[i].model_name.clone(), i))
+            .collect();
+        let definitions = keep.iter().map(|&i| self.definitions[i].clone()).collect();
+        let offered = keep.iter().map(|&i| self.offered[i].clone()).collect();
+        self.definitions = definitions;
+        self.offered = offered;
+        self.required_first = keep
+            .first()
+            .filter(|_| require_first)
+            .map(|&i| self.entries[i].model_name.clone());
+    }
+
+    /// The tool the run's first model request must call, if the selector decided it.
+    pub(crate) fn required_first(&self) -> Option<&str> {
+        self.required_first.as_deref()
+    }
+
+    /// The offered tool the model called by `name`.
     pub(crate) fn by_model_name(&self, name: &str) -> Option<&Arc<Entry>> {
         self.by_model_name.get(name).map(|&i| &self.entries[i])
     }

@@ -37,7 +37,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Tool retrieval is an optional hook: [`Agent::with_tool_selector`] with a
+//! [`RetrievalSelector`] offers the model only the tools that best match the request.
+//!
 //! Modules: `run` (the state machine), `catalog` (tools offered, schema validation),
+//! `selection` (which tools are offered),
 //! `policy` (approval gating), `replay` (the conversation as a fold over ledger steps),
 //! `agent` (the public API), `error`.
 #![warn(missing_docs)]
@@ -51,6 +55,7 @@ mod replay;
 mod run;
 #[cfg(feature = "runtime")]
 mod runtime_tools;
+mod selection;
 mod tools;
 
 pub use agent::{Agent, ApprovalDecision, RunInfo, RunOutcome, StartRun};
@@ -60,6 +65,7 @@ pub use policy::{ApprovalMode, ApprovalPolicy, Gate, TenantApprovalPolicy};
 pub use replay::PendingCall;
 #[cfg(feature = "runtime")]
 pub use runtime_tools::RuntimeTools;
+pub use selection::{RetrievalConfig, RetrievalSelector, ToolSelection, ToolSelector};
 pub use tools::{
     AvailableTool, PolicyRecord, ToolExecution, ToolExecutor, ToolFailure, ToolInvocation,
 };

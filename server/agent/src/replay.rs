@@ -109,6 +109,14 @@ impl Transcript {
         Ok(t)
     }
 
+    /// The latest user message: what tools are selected against on resume.
+    pub(crate) fn last_user_message(&self) -> Option<&str> {
+        self.items.iter().rev().find_map(|i| match i {
+            Item::User(text) => Some(text.as_str()),
+            Item::Turn(_) => None,
+        })
+    }
+
     /// Applies one step. Fails only on a trail this loop would never write (a result
     /// before any model turn).
     pub(crate) fn apply(&mut self, step: &StepKind) -> Result<(), String> {

@@ -227,10 +227,17 @@ impl RunCtx<'_> {
                 .messages(config.system_prompt.as_deref(), |p, t| {
                     self.catalog.model_name_of(p, t)
                 });
+            // A selector that decided the call makes the plan: the first request must
+            // make that call, later ones answer from its result (`tool_choice: none`).
+            let tool_choice = match self.catalog.required_first() {
+                Some(name) if self.transcript.model_calls == 0 => ToolChoice::Tool(name.to_owned()),
+                Some(_) => ToolChoice::None,
+                None => ToolChoice::Auto,
+            };
             let request = ChatRequest {
                 messages,
                 tools: self.catalog.definitions().to_vec(),
-                tool_choice: ToolChoice::Auto,
+                tool_choice,
                 parallel_tool_calls: config.parallel_tool_calls,
                 max_tokens: config.max_tokens,
                 temperature: config.temperature,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cairn_agent::{
     Agent, AgentConfig, AgentDeps, ApprovalDecision, AvailableTool, RunOutcome, RuntimeTools,
-    StartRun, ToolExecution, ToolExecutor, ToolFailure, ToolInvocation,
+    StartRun, ToolExecution, ToolExecutor, ToolFailure, ToolInvocation, ToolSelector,
 };
 use cairn_audit::{
     Actor, Backend, Ledger, LedgerError, NewRun, NewStep, PurgeReport, Run, RunId, StepKind,
@@ -19,7 +19,7 @@ use cairn_audit::{
 };
 use cairn_manifest::Manifest;
 use cairn_model::reasoning::ReasoningReplay;
-use cairn_model::{OpenAiCompatible, OpenAiConfig};
+use cairn_model::{ChatModel, OpenAiCompatible, OpenAiConfig};
 use cairn_runtime::{HostCeilings, Plugin, Runtime, RuntimeConfig};
 pub use cairn_scripted_model::{ReasoningShape, ScriptedCall, ScriptedServer, Step};
 use chrono::{DateTime, Utc};
@@ -363,6 +363,8 @@ pub struct WorldBuilder {
     script: Vec<Step>,
     config: AgentConfig,
     model: Option<ModelTweak>,
+    chat_model: Option<Arc<dyn ChatModel>>,
+    selector: Option<Arc<dyn ToolSelector>>,
     pg: bool,
     fail_append: Option<usize>,
 }
@@ -377,6 +379,8 @@ pub fn world(script: impl IntoIterator<Item = Step>) -> WorldBuilder {
         pg: false,
         fail_append: None,
         model: None,
+        chat_model: None,
+        selector: None,
     }
 }
 
@@ -388,6 +392,18 @@ impl WorldBuilder {
 
     pub fn model(mut self, f: impl FnOnce(&mut OpenAiConfig) + 'static) -> Self {
         self.model = Some(Box::new(f));
+        self
+    }
+
+    /// Runs against this model instead of the scripted server (which still starts, idle).
+    pub fn chat_model(mut self, model: Arc<dyn ChatModel>) -> Self {
+        self.chat_model = Some(model);
+        self
+    }
+
+    /// Narrows the tools offered with this selector.
+    pub fn selector(mut self, selector: Arc<dyn ToolSelector>) -> Self {
+        self.selector = Some(selector);
         self
     }
 
@@ -418,12 +434,15 @@ impl WorldBuilder {
         if let Some(f) = self.model {
             f(&mut model_config);
         }
-        let model = Arc::new(OpenAiCompatible::new(model_config).unwrap());
+        let model: Arc<dyn ChatModel> = match self.chat_model {
+            Some(m) => m,
+            None => Arc::new(OpenAiCompatible::new(model_config).unwrap()),
+        };
         let agent_ledger: Arc<dyn Ledger> = match self.fail_append {
             Some(n) => Arc::new(FailingLedger::new(Arc::clone(&ledger), n)),
             None => Arc::clone(&ledger),
         };
-        let agent = Agent::new(
+        let mut agent = Agent::new(
             self.config.clone(),
             AgentDeps {
                 model,
@@ -431,6 +450,9 @@ impl WorldBuilder {
                 tools: tools.clone(),
             },
         );
+        if let Some(selector) = self.selector {
+            agent = agent.with_tool_selector(selector);
+        }
         World {
             agent,
             ledger,

@@ -5,3 +5,4 @@
 mod approvals;
 mod helpers;
 mod loop_tests;
+mod selection;
