@@ -44,10 +44,11 @@ def main() -> None:
         n_ctx=2048,
         n_threads=args.threads,
         n_threads_batch=args.threads,
-        # The prompt goes through in batches of 256 tokens, as the embedded provider's
-        # prefill does (PREFILL_CHUNK in src/embedded/session.rs), so both engines do
-        # the same number of forward passes.
-        n_batch=256,
+        # n_ubatch: the prompt goes through the model 256 tokens at a time, as the
+        # embedded provider's prefill does (PREFILL_CHUNK in src/embedded/session.rs).
+        # n_batch only sizes llama-cpp-python's logits buffer, indexed by position below:
+        # it must hold the prompt plus the new tokens.
+        n_batch=1024,
         n_ubatch=256,
         verbose=False,
     )
