@@ -185,6 +185,14 @@ pub struct AgentSettings {
     /// calls to tools not marked `read_only` wait for approval.
     #[serde(default)]
     pub approval_policy: Option<PathBuf>,
+    /// `retrieval_top_k = 3` / `CAIRN_RETRIEVAL_TOP_K`: offer the model only the `k` tools
+    /// that all-MiniLM-L6-v2 ranks best for the request (each tool's description and its
+    /// manifest `examples`); `0` offers every enabled tool. Unset: on for the embedded
+    /// model, which cannot choose among many tools (retrieval chooses, the model fills in
+    /// the arguments), off for an OpenAI-compatible one. The embedding model is read from
+    /// the model dir on the first run that needs it.
+    #[serde(default)]
+    pub retrieval_top_k: Option<usize>,
 }
 
 impl Default for AgentSettings {
@@ -195,6 +203,7 @@ impl Default for AgentSettings {
             max_tokens: None,
             system_prompt: None,
             approval_policy: None,
+            retrieval_top_k: None,
         }
     }
 }
@@ -416,6 +425,9 @@ impl Config {
         }
         if let Some(v) = var("CAIRN_APPROVAL_POLICY") {
             self.agent.approval_policy = Some(PathBuf::from(v));
+        }
+        if let Some(v) = var("CAIRN_RETRIEVAL_TOP_K") {
+            self.agent.retrieval_top_k = Some(parse("CAIRN_RETRIEVAL_TOP_K", v)?);
         }
         if let AuthConfig::Oidc(oidc) = &mut self.auth {
             if let Some(v) = var("CAIRN_OIDC_ISSUER") {

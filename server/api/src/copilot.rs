@@ -8,6 +8,9 @@
 //!   settings, straight from the [`Registry`] (so enabling or disabling a plugin takes
 //!   effect at the next run); one call is run through [`RuntimeTools`], so the mapping
 //!   of sandbox failures and egress decisions onto the ledger is the agent crate's.
+//! - [`LazyRetrieval`] narrows the tools offered to a run to the best-ranked few
+//!   (all-MiniLM-L6-v2, loaded on the first run that needs it); on by default for the
+//!   embedded model, see [`build_selector`].
 //! - [`Copilot`] holds the shared [`Agent`] and builds a per-request one for chat
 //!   completions, whose tools may include ones the *client* supplied
 //!   ([`CLIENT_PLUGIN`]): the policy asks before every call to those, so the run pauses
@@ -19,10 +22,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use async_trait::async_trait;
 use cairn_agent::{
-    Agent, AgentConfig, AgentDeps, ApprovalMode, ApprovalPolicy, AvailableTool, RuntimeTools,
-    ToolExecution, ToolExecutor, ToolFailure, ToolInvocation,
+    Agent, AgentConfig, AgentDeps, ApprovalMode, ApprovalPolicy, AvailableTool, RetrievalConfig,
+    RetrievalSelector, RuntimeTools, ToolExecution, ToolExecutor, ToolFailure, ToolInvocation,
+    ToolSelection, ToolSelector,
 };
 use cairn_audit::{Ledger, TenantId};
+use cairn_model::retrieval::{DEFAULT_NO_TOOL_THRESHOLD, MINILM_DIR_NAME, SentenceEmbedder};
 use cairn_model::{
     ChatModel, ChatRequest, ChatResponse, ChatStream, EmbeddedConfig, EmbeddedModel, ModelError,
     OpenAiCompatible, OpenAiConfig,
@@ -199,6 +204,85 @@ impl ToolExecutor for WithClientTools {
     }
 }
 
+/// The tool selector the deployment's settings ask for, if any: retrieval is on by
+/// default for the embedded model and off for an OpenAI-compatible one
+/// (`retrieval_top_k`, 0 = off).
+pub fn build_selector(
+    model: &ModelConfig,
+    settings: &AgentSettings,
+) -> Option<Arc<dyn ToolSelector>> {
+    let (dir, embedded) = match model {
+        ModelConfig::Embedded(e) => (e.model_dir.join(MINILM_DIR_NAME), true),
+        ModelConfig::OpenAi(_) => (SentenceEmbedder::default_dir(), false),
+    };
+    let k = settings
+        .retrieval_top_k
+        .unwrap_or(if embedded { 3 } else { 0 });
+    if k == 0 {
+        return None;
+    }
+    let config = if embedded {
+        // The embedded model calls whatever it is offered and cannot choose: retrieval
+        // decides (its top tool, or none below the no-tool threshold) and the model fills
+        // in the arguments, then answers from the result.
+        RetrievalConfig {
+            k,
+            no_tool_threshold: Some(DEFAULT_NO_TOOL_THRESHOLD),
+            decide_margin: Some(0.0),
+            ..RetrievalConfig::default()
+        }
+    } else {
+        RetrievalConfig {
+            k,
+            ..RetrievalConfig::default()
+        }
+    };
+    Some(Arc::new(LazyRetrieval::new(dir, config)))
+}
+
+/// A [`RetrievalSelector`] whose embedding model is loaded on the first selection (on the
+/// blocking pool), so start-up stays instant and a server that never starts a run never
+/// reads it. A load failure fails that selection, which the loop logs before offering
+/// every tool; the next selection tries again.
+pub struct LazyRetrieval {
+    dir: std::path::PathBuf,
+    config: RetrievalConfig,
+    selector: OnceCell<RetrievalSelector>,
+}
+
+impl LazyRetrieval {
+    /// A selector that will load all-MiniLM-L6-v2 from `dir` when first asked.
+    pub fn new(dir: std::path::PathBuf, config: RetrievalConfig) -> Self {
+        Self {
+            dir,
+            config,
+            selector: OnceCell::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl ToolSelector for LazyRetrieval {
+    async fn select(
+        &self,
+        request: &str,
+        tools: &[AvailableTool],
+    ) -> Result<ToolSelection, ToolFailure> {
+        let selector = self
+            .selector
+            .get_or_try_init(|| async {
+                let dir = self.dir.clone();
+                let embedder = tokio::task::spawn_blocking(move || SentenceEmbedder::load(&dir))
+                    .await
+                    .map_err(|e| ToolFailure::new("retrieval_error", e.to_string()))?
+                    .map_err(|e| ToolFailure::new("retrieval_error", e.to_string()))?;
+                Ok::<_, ToolFailure>(RetrievalSelector::new(Arc::new(embedder), self.config))
+            })
+            .await?;
+        selector.select(request, tools).await
+    }
+}
+
 /// What one chat completion asks of the loop beyond the deployment's settings.
 #[derive(Debug, Default)]
 pub struct ChatOverrides {
@@ -219,6 +303,7 @@ pub struct Copilot {
     agent: Arc<Agent>,
     config: AgentConfig,
     deps: AgentDeps,
+    selector: Option<Arc<dyn ToolSelector>>,
 }
 
 impl Copilot {
@@ -229,6 +314,7 @@ impl Copilot {
         model: Arc<dyn ChatModel>,
         ledger: Arc<dyn Ledger>,
         tools: Arc<dyn ToolExecutor>,
+        selector: Option<Arc<dyn ToolSelector>>,
     ) -> anyhow::Result<Self> {
         let approval = match &settings.approval_policy {
             None => ApprovalPolicy::default(),
@@ -254,9 +340,13 @@ impl Copilot {
             tools,
         };
         Ok(Self {
-            agent: Arc::new(Agent::new(config.clone(), deps.clone())),
+            agent: Arc::new(with_selector(
+                Agent::new(config.clone(), deps.clone()),
+                selector.as_ref(),
+            )),
             config,
             deps,
+            selector,
         })
     }
 
@@ -307,6 +397,16 @@ impl Copilot {
             }),
             ..self.deps.clone()
         };
-        Arc::new(Agent::new(config, deps))
+        Arc::new(with_selector(
+            Agent::new(config, deps),
+            self.selector.as_ref(),
+        ))
+    }
+}
+
+fn with_selector(agent: Agent, selector: Option<&Arc<dyn ToolSelector>>) -> Agent {
+    match selector {
+        Some(s) => agent.with_tool_selector(Arc::clone(s)),
+        None => agent,
     }
 }

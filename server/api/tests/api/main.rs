@@ -3,6 +3,7 @@
 
 mod chat;
 mod conformance;
+mod embedded;
 mod helpers;
 mod runs;
 
