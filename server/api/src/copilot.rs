@@ -204,6 +204,29 @@ impl ToolExecutor for WithClientTools {
     }
 }
 
+/// The system prompt runs on the embedded model get when none is configured. Without one
+/// SmolLM2-135M tends to recite a system prompt from its training data instead of
+/// answering from the tool's result.
+pub const EMBEDDED_SYSTEM_PROMPT: &str = "You are Cairn, a helpful office assistant. \
+Answer the user's question briefly, using the results of the tools you called.";
+
+/// The cap on generated tokens per request on the embedded model when none is
+/// configured: a small model left alone repeats itself until the context is full.
+pub const EMBEDDED_MAX_TOKENS: u32 = 160;
+
+/// The deployment's loop settings with the embedded model's defaults filled in where
+/// the operator set nothing ([`EMBEDDED_SYSTEM_PROMPT`], [`EMBEDDED_MAX_TOKENS`]).
+pub fn effective_settings(model: &ModelConfig, settings: &AgentSettings) -> AgentSettings {
+    let mut settings = settings.clone();
+    if matches!(model, ModelConfig::Embedded(_)) {
+        settings
+            .system_prompt
+            .get_or_insert_with(|| EMBEDDED_SYSTEM_PROMPT.to_owned());
+        settings.max_tokens.get_or_insert(EMBEDDED_MAX_TOKENS);
+    }
+    settings
+}
+
 /// The tool selector the deployment's settings ask for, if any: retrieval is on by
 /// default for the embedded model and off for an OpenAI-compatible one
 /// (`retrieval_top_k`, 0 = off).

@@ -12,7 +12,7 @@ use cairn_runtime::{JsonFileKv, Runtime, RuntimeConfig};
 use tokio::net::TcpListener;
 
 use crate::config::{AuthConfig, Config};
-use crate::copilot::{Copilot, RegistryTools, build_model, build_selector};
+use crate::copilot::{Copilot, RegistryTools, build_model, build_selector, effective_settings};
 use crate::http::auth::Authenticator;
 use crate::http::auth::oidc::OidcVerifier;
 use crate::http::metrics::Metrics;
@@ -68,7 +68,8 @@ impl Application {
             Arc::clone(&metrics),
         ));
         let selector = build_selector(&config.model, &config.agent);
-        let copilot = Copilot::new(&config.agent, model, Arc::clone(&ledger), tools, selector)
+        let settings = effective_settings(&config.model, &config.agent);
+        let copilot = Copilot::new(&settings, model, Arc::clone(&ledger), tools, selector)
             .context("setting up the reasoning loop")?;
         let state = AppState {
             ledger,
