@@ -433,3 +433,62 @@ fn with_selector(agent: Agent, selector: Option<&Arc<dyn ToolSelector>>) -> Agen
         None => agent,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, EmbeddedSettings, OpenAiSettings};
+
+    fn openai() -> ModelConfig {
+        ModelConfig::OpenAi(OpenAiSettings {
+            base_url: "http://127.0.0.1:1/v1".into(),
+            model: "m".into(),
+            api_key: None,
+            timeout_seconds: 1,
+        })
+    }
+
+    #[test]
+    fn retrieval_is_on_for_the_embedded_model_and_off_for_others_unless_set() {
+        let embedded = ModelConfig::Embedded(EmbeddedSettings::default());
+        let defaults = AgentSettings::default();
+        assert!(build_selector(&embedded, &defaults).is_some());
+        assert!(build_selector(&openai(), &defaults).is_none());
+        let k = |k| AgentSettings {
+            retrieval_top_k: Some(k),
+            ..AgentSettings::default()
+        };
+        assert!(build_selector(&embedded, &k(0)).is_none());
+        assert!(build_selector(&openai(), &k(5)).is_some());
+
+        let mut config = Config::default();
+        config
+            .apply_env(|name| (name == "CAIRN_RETRIEVAL_TOP_K").then(|| "4".into()))
+            .unwrap();
+        assert_eq!(config.agent.retrieval_top_k, Some(4));
+        let error = Config::default()
+            .apply_env(|name| (name == "CAIRN_RETRIEVAL_TOP_K").then(|| "many".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("CAIRN_RETRIEVAL_TOP_K"), "{error}");
+    }
+
+    #[test]
+    fn the_embedded_model_gets_a_prompt_and_a_token_cap_only_where_none_is_set() {
+        let embedded = ModelConfig::Embedded(EmbeddedSettings::default());
+        let defaults = AgentSettings::default();
+        let filled = effective_settings(&embedded, &defaults);
+        assert_eq!(
+            filled.system_prompt.as_deref(),
+            Some(EMBEDDED_SYSTEM_PROMPT)
+        );
+        assert_eq!(filled.max_tokens, Some(EMBEDDED_MAX_TOKENS));
+        let own = AgentSettings {
+            system_prompt: Some("Be terse.".into()),
+            max_tokens: Some(9),
+            ..AgentSettings::default()
+        };
+        assert_eq!(effective_settings(&embedded, &own), own);
+        assert_eq!(effective_settings(&openai(), &defaults), defaults);
+    }
+}
