@@ -266,6 +266,22 @@ pub fn tasks_package() -> Vec<u8> {
     bytes
 }
 
+/// Asserts that each of `routes` answers `token`'s caller 404 `not_found`, exactly like an
+/// id that does not exist (another tenant's data is never confirmed to exist).
+pub async fn expect_not_found(app: &TestApp, routes: Vec<(reqwest::Method, String)>, token: &str) {
+    for (method, path) in routes {
+        let error = expect_error(
+            app.request(method.clone(), &path, Some(token))
+                .send()
+                .await
+                .unwrap(),
+            404,
+        )
+        .await;
+        assert_eq!(error["code"], "not_found", "{method} {path}");
+    }
+}
+
 /// Asserts an error response's status and shape; returns its `error` object.
 pub async fn expect_error(response: reqwest::Response, status: u16) -> Value {
     let actual = response.status().as_u16();

@@ -8,7 +8,8 @@ mod helpers;
 mod runs;
 
 use helpers::{
-    AUDIENCE, Options, expect_error, spawn_app, spawn_app_with, spawn_oidc_app, tasks_package,
+    AUDIENCE, Options, expect_error, expect_not_found, spawn_app, spawn_app_with, spawn_oidc_app,
+    tasks_package,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -877,22 +878,17 @@ async fn tenants_never_see_each_others_plugins_or_ledger() {
         .to_owned();
 
     // By id: 404, exactly like an id that does not exist.
-    for (method, path) in [
-        (Method::GET, format!("/v1/plugins/{id}")),
-        (Method::POST, format!("/v1/plugins/{id}/enable")),
-        (Method::POST, format!("/v1/plugins/{id}/disable")),
-        (Method::GET, format!("/v1/audit/runs/{run_id}")),
-    ] {
-        let error = expect_error(
-            app.request(method.clone(), &path, Some(&globex))
-                .send()
-                .await
-                .unwrap(),
-            404,
-        )
-        .await;
-        assert_eq!(error["code"], "not_found", "{method} {path}");
-    }
+    expect_not_found(
+        &app,
+        vec![
+            (Method::GET, format!("/v1/plugins/{id}")),
+            (Method::POST, format!("/v1/plugins/{id}/enable")),
+            (Method::POST, format!("/v1/plugins/{id}/disable")),
+            (Method::GET, format!("/v1/audit/runs/{run_id}")),
+        ],
+        &globex,
+    )
+    .await;
     expect_error(
         app.request(
             Method::PUT,

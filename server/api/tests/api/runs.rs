@@ -8,7 +8,9 @@ use cairn_server::config::{EmbeddedSettings, ModelConfig};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Options, TestApp, expect_error, spawn_app_with, spawn_app_with_model};
+use crate::helpers::{
+    Options, TestApp, expect_error, expect_not_found, spawn_app_with, spawn_app_with_model,
+};
 
 /// A server over a scripted model with `steps`, and the `tasks` plugin installed and
 /// enabled (its installation id returned).
@@ -481,21 +483,16 @@ async fn another_tenants_run_is_not_found_and_roles_are_enforced() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    for (method, path) in [
-        (Method::GET, format!("/v1/runs/{id}")),
-        (Method::GET, format!("/v1/runs/{id}/events")),
-        (Method::POST, format!("/v1/runs/{id}/cancel")),
-    ] {
-        let error = expect_error(
-            app.request(method.clone(), &path, Some(&globex))
-                .send()
-                .await
-                .unwrap(),
-            404,
-        )
-        .await;
-        assert_eq!(error["code"], "not_found", "{method} {path}");
-    }
+    expect_not_found(
+        &app,
+        vec![
+            (Method::GET, format!("/v1/runs/{id}")),
+            (Method::GET, format!("/v1/runs/{id}/events")),
+            (Method::POST, format!("/v1/runs/{id}/cancel")),
+        ],
+        &globex,
+    )
+    .await;
     let error = expect_error(
         app.request(
             Method::POST,
