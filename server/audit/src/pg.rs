@@ -76,16 +76,81 @@ impl ChainOp {
 
 /// What one chain write came to inside a batch.
 enum Outcome {
-    Opened,
+    Opened(Result<()>),
     Appended(Box<Result<(StepRecord, Head)>>),
 }
 
 /// One tenant's chain writes in this process: queued, then written in batches (group
-/// commit) by whichever writer holds `writer`.
+/// commit) by whichever writer holds `writer`, which also guards the remembered tip.
 #[derive(Default)]
 struct TenantChain {
     pending: Mutex<Vec<ChainOp>>,
-    writer: tokio::sync::Mutex<()>,
+    /// The tenant tip `(next seal seq, last hash)` after this process's last batch; `None`
+    /// until known or after an error.
+    writer: tokio::sync::Mutex<Option<(u64, Hash)>>,
+}
+
+/// One batch attempt as sent to `cairn_audit_chain_batch`: parallel arrays, one element per
+/// chain record, in chain order.
+#[derive(Default)]
+struct BatchArrays {
+    op: Vec<&'static str>,
+    run: Vec<Uuid>,
+    user: Vec<Option<String>>,
+    conv: Vec<Option<String>>,
+    model: Vec<Option<String>>,
+    at: Vec<DateTime<Utc>>,
+    genesis: Vec<Option<Vec<u8>>>,
+    seq: Vec<Option<i64>>,
+    kind: Vec<Option<&'static str>>,
+    actor: Vec<Option<String>>,
+    plugin: Vec<Option<String>>,
+    tool: Vec<Option<String>>,
+    payload: Vec<Option<String>>,
+    prev: Vec<Option<Vec<u8>>>,
+    hash: Vec<Option<Vec<u8>>>,
+    status: Vec<Option<&'static str>>,
+    body: Vec<String>,
+    chain_hash: Vec<Vec<u8>>,
+}
+
+/// A step as computed for one attempt: what its record needs once written.
+#[derive(Clone, Copy)]
+struct ComputedStep {
+    at: DateTime<Utc>,
+    seq: i64,
+    prev: Hash,
+    hash: Hash,
+}
+
+impl ComputedStep {
+    /// The step appended now after `head`. Without a known head the seq is an impossible
+    /// -1, so the database refuses it and answers with the head.
+    fn after(
+        head: Option<&Head>,
+        run: Uuid,
+        tenant: &TenantId,
+        step: &NewStep,
+        payload: &serde_json::Value,
+    ) -> std::result::Result<Self, OpError> {
+        let at = truncate_micros(Utc::now());
+        let (seq, prev) = head.map_or((-1, Hash::ZERO), |h| (h.next_seq, h.last_hash));
+        let hash = canonical::step_hash(
+            &prev,
+            &run.to_string(),
+            tenant.as_str(),
+            seq.max(0) as u64,
+            step.actor.as_str(),
+            &at,
+            payload,
+        )?;
+        Ok(Self {
+            at,
+            seq,
+            prev,
+            hash,
+        })
+    }
 }
 
 /// How many times an append or a run start recomputes after finding that a tip moved,
@@ -108,11 +173,12 @@ struct Moved {
 ///
 /// Run starts and terminal steps also extend the tenant chain, which is one sequence per
 /// tenant. They are queued per tenant and written in batches: whoever gets the tenant's
-/// writer lock takes everything queued, locks the tenant tip in the database, writes each
-/// record (`cairn_audit_open_run`, `cairn_audit_append`) chained on the previous one, and
-/// commits once. So concurrent run starts and ends share one commit instead of queueing
-/// for one each, and the chain cannot fork (the database lock also orders writers in
-/// other processes).
+/// writer lock takes everything queued, computes each record chained on the previous one
+/// from the tenant tip it remembers, and hands the batch to `cairn_audit_chain_batch`,
+/// which locks the tip, checks it (and each ending run's head), and writes it all in one
+/// statement: one round trip and one commit per batch, however many runs start or end in
+/// it. The chain cannot fork: the database lock also orders writers in other processes,
+/// and a moved tip is refused and recomputed.
 pub struct PgLedger {
     pool: PgPool,
     options: LedgerOptions,
@@ -230,40 +296,62 @@ impl PgLedger {
         m.entry(tenant.to_owned()).or_default().clone()
     }
 
-    /// Queues `op` on the tenant chain and writes whatever is queued once this writer's
-    /// turn comes (its own op may already have been written by the writer before).
-    async fn chain_write(
+    /// Queues `op` on the tenant chain and returns its answer: written by another writer's
+    /// batch while this one waited for its turn, or by this writer's batch of whatever is
+    /// queued once its turn comes. A writer whose op went out in someone else's batch
+    /// returns at once rather than queueing for a turn it no longer needs.
+    async fn chain_write<T>(
         &self,
         tenant: &TenantId,
         op: ChainOp,
-    ) -> std::result::Result<(), OpError> {
+        mut answer: oneshot::Receiver<Result<T>>,
+        operation: &'static str,
+    ) -> std::result::Result<T, OpError> {
         let chain = self.chain(tenant.as_str());
         chain
             .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(op);
-        let _w = chain.writer.lock().await;
+        let mut tip = tokio::select! {
+            biased;
+            r = &mut answer => return answered(r, operation),
+            tip = chain.writer.lock() => tip,
+        };
+        self.write_pending(tenant, &chain, &mut tip).await;
+        drop(tip);
+        answered(answer.await, operation)
+    }
+
+    /// Writes everything queued on `chain` as one batch and answers each op; the caller
+    /// holds the chain's writer lock (`tip`).
+    async fn write_pending(
+        &self,
+        tenant: &TenantId,
+        chain: &TenantChain,
+        tip: &mut Option<(u64, Hash)>,
+    ) {
         let batch: Vec<ChainOp> =
             std::mem::take(&mut *chain.pending.lock().unwrap_or_else(|e| e.into_inner()))
                 .into_iter()
                 .filter(|op| !op.abandoned())
                 .collect();
         if batch.is_empty() {
-            return Ok(());
+            return;
         }
         let start = std::time::Instant::now();
-        match self.write_batch(tenant, &batch).await {
+        match self.write_batch(tenant, tip, &batch).await {
             Ok(outcomes) => {
                 for (op, outcome) in batch.into_iter().zip(outcomes) {
                     match (op, outcome) {
-                        (ChainOp::Open { reply, .. }, Outcome::Opened) => drop(reply.send(Ok(()))),
+                        (ChainOp::Open { reply, .. }, Outcome::Opened(r)) => drop(reply.send(r)),
                         (ChainOp::Seal { reply, .. }, Outcome::Appended(r)) => drop(reply.send(*r)),
                         (op, _) => op.fail(LedgerError::Corrupt("chain batch out of step".into())),
                     }
                 }
             }
             Err(e) => {
+                *tip = None;
                 let e = match e {
                     OpError::Sqlx(e) => LedgerError::from_sqlx("append", start.elapsed(), e),
                     OpError::Ledger(e) => e,
@@ -287,100 +375,248 @@ impl PgLedger {
                 }
             }
         }
-        Ok(())
     }
 
-    /// Writes a batch of chain records in one transaction holding the tenant tip.
+    /// Writes a batch of chain records with one call of `cairn_audit_chain_batch` (one
+    /// round trip, one commit), computed from the remembered tenant tip and run heads; when
+    /// the database refuses because one of them moved, recomputes from what it returned and
+    /// calls again. One outcome per op, in order.
     async fn write_batch(
         &self,
         tenant: &TenantId,
+        tip: &mut Option<(u64, Hash)>,
         ops: &[ChainOp],
     ) -> std::result::Result<Vec<Outcome>, OpError> {
-        let mut tx = self.pool.begin().await?;
-        let row =
-            sqlx::query("SELECT next_seal_seq, last_seal_hash FROM cairn_audit_lock_tenant($1)")
-                .bind(tenant.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-        let mut tip = (
-            row.try_get::<i64, _>("next_seal_seq")? as u64,
-            Hash::from_slice(&row.try_get::<Vec<u8>, _>("last_seal_hash")?)?,
-        );
-        let mut out = Vec::with_capacity(ops.len());
-        for op in ops {
-            match op {
-                ChainOp::Open {
-                    new,
-                    id,
-                    genesis,
-                    started_at,
-                    ..
-                } => {
-                    let (opened, now) =
-                        open_once(&mut tx, new, *id, *genesis, *started_at, tip).await?;
-                    if !opened {
-                        return Err(
-                            LedgerError::Corrupt("tenant tip moved under its lock".into()).into(),
-                        );
-                    }
-                    tip = now;
-                    out.push(Outcome::Opened);
-                }
-                ChainOp::Seal {
-                    run,
-                    head,
-                    step,
-                    payload,
-                    payload_text,
-                    ..
-                } => {
-                    let mut head = head.clone();
-                    let mut result = Err(LedgerError::Contention {
-                        run: run.to_string(),
-                        attempts: OPTIMISTIC_ATTEMPTS,
+        let mut out: Vec<Option<Outcome>> = ops.iter().map(|_| None).collect();
+        let mut heads: Vec<Option<Head>> = ops
+            .iter()
+            .map(|op| match op {
+                ChainOp::Seal { head, .. } => head.clone(),
+                ChainOp::Open { .. } => None,
+            })
+            .collect();
+        let mut attempts = 0;
+        loop {
+            // A run ended twice in one batch (say a cancel racing a final answer): the
+            // first goes now, the other in the next call, where its head has moved.
+            let mut runs = std::collections::HashSet::new();
+            let now: Vec<usize> = (0..ops.len())
+                .filter(|&i| out[i].is_none())
+                .filter(|&i| match &ops[i] {
+                    ChainOp::Seal { run, .. } => runs.insert(*run),
+                    ChainOp::Open { .. } => true,
+                })
+                .collect();
+            if now.is_empty() {
+                break;
+            }
+            if attempts >= OPTIMISTIC_ATTEMPTS * 2 {
+                for i in now {
+                    let run = match &ops[i] {
+                        ChainOp::Seal { run, .. } => run.to_string(),
+                        ChainOp::Open { id, .. } => id.to_string(),
+                    };
+                    let e = LedgerError::Contention { run, attempts };
+                    out[i] = Some(match &ops[i] {
+                        ChainOp::Open { .. } => Outcome::Opened(Err(e)),
+                        ChainOp::Seal { .. } => Outcome::Appended(Box::new(Err(e))),
                     });
-                    for _ in 0..OPTIMISTIC_ATTEMPTS {
-                        match self
-                            .append_once(
-                                &mut tx,
-                                tenant,
-                                *run,
-                                head.as_ref(),
-                                Some(tip),
-                                step,
-                                payload,
-                                payload_text,
-                            )
-                            .await
-                        {
-                            Ok(Ok((rec, next, tip_now))) => {
-                                if let Some(t) = tip_now {
-                                    tip = t;
-                                }
-                                result = Ok((rec, next));
-                                break;
-                            }
-                            Ok(Err(moved)) => head = Some(moved.head),
-                            // Refused (unknown run, run ended): nothing written, the
-                            // transaction is intact.
-                            Err(OpError::Ledger(e)) => {
-                                result = Err(e);
-                                break;
-                            }
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    out.push(Outcome::Appended(Box::new(result)));
                 }
+                continue;
+            }
+            attempts += 1;
+            let (first_seq, first_prev) = tip.unwrap_or((0, Hash::ZERO));
+            let mut a = BatchArrays::default();
+            let mut computed: Vec<Option<ComputedStep>> = ops.iter().map(|_| None).collect();
+            let mut chain_prev = first_prev;
+            for (k, &i) in now.iter().enumerate() {
+                let seal_seq = first_seq + k as u64;
+                let body = match &ops[i] {
+                    ChainOp::Open {
+                        new,
+                        id,
+                        genesis,
+                        started_at,
+                        ..
+                    } => {
+                        a.op.push("open");
+                        a.run.push(id.as_uuid());
+                        a.user.push(Some(new.user.to_string()));
+                        a.conv
+                            .push(new.conversation_id.as_ref().map(|c| c.to_string()));
+                        a.model.push(Some(new.model.clone()));
+                        a.at.push(*started_at);
+                        a.genesis.push(Some(genesis.as_bytes().to_vec()));
+                        a.seq.push(None);
+                        a.kind.push(None);
+                        a.actor.push(None);
+                        a.plugin.push(None);
+                        a.tool.push(None);
+                        a.payload.push(None);
+                        a.prev.push(None);
+                        a.hash.push(None);
+                        a.status.push(None);
+                        serde_json::to_value(SealBody::RunOpened {
+                            tenant: new.tenant.clone(),
+                            seal_seq,
+                            run_id: *id,
+                            genesis: *genesis,
+                            opened_at: hash_time(started_at),
+                        })?
+                    }
+                    ChainOp::Seal {
+                        run,
+                        step,
+                        payload,
+                        payload_text,
+                        ..
+                    } => {
+                        let c =
+                            ComputedStep::after(heads[i].as_ref(), *run, tenant, step, payload)?;
+                        let ComputedStep {
+                            at,
+                            seq,
+                            prev,
+                            hash,
+                        } = c;
+                        a.op.push("seal");
+                        a.run.push(*run);
+                        a.user.push(None);
+                        a.conv.push(None);
+                        a.model.push(None);
+                        a.at.push(at);
+                        a.genesis.push(None);
+                        a.seq.push(Some(seq));
+                        a.kind.push(Some(step.step.kind_name()));
+                        a.actor.push(Some(step.actor.to_string()));
+                        a.plugin.push(step.step.plugin_id().map(|p| p.to_string()));
+                        a.tool.push(step.step.tool_name().map(|t| t.to_string()));
+                        a.payload.push(Some(payload_text.clone()));
+                        a.prev.push(Some(prev.as_bytes().to_vec()));
+                        a.hash.push(Some(hash.as_bytes().to_vec()));
+                        a.status.push(Some(step.step.status_after().as_str()));
+                        computed[i] = Some(c);
+                        serde_json::to_value(SealBody::Run {
+                            tenant: tenant.clone(),
+                            seal_seq,
+                            run_id: RunId::from_uuid(*run)?,
+                            last_step_hash: hash,
+                            step_count: (seq + 1).max(0) as u64,
+                            sealed_at: hash_time(&at),
+                        })?
+                    }
+                };
+                let text = canonical_json(&body)?;
+                chain_prev = Hash::chain(&chain_prev, &text);
+                a.body.push(
+                    String::from_utf8(text)
+                        .map_err(|_| LedgerError::Corrupt("canonical JSON is not UTF-8".into()))?,
+                );
+                a.chain_hash.push(chain_prev.as_bytes().to_vec());
+            }
+            let row = sqlx::query(
+                "SELECT refused, next_seal_seq, last_seal_hash, step_ids, head_tenant, head_user,
+                        head_next_seq, head_last_hash, head_status
+                 FROM cairn_audit_chain_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                                              $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+            )
+            .bind(tenant.as_str())
+            .bind(first_seq as i64)
+            .bind(first_prev.as_bytes().as_slice())
+            .bind(&a.op)
+            .bind(&a.run)
+            .bind(&a.user)
+            .bind(&a.conv)
+            .bind(&a.model)
+            .bind(&a.at)
+            .bind(&a.genesis)
+            .bind(&a.seq)
+            .bind(&a.kind)
+            .bind(&a.actor)
+            .bind(&a.plugin)
+            .bind(&a.tool)
+            .bind(&a.payload)
+            .bind(&a.prev)
+            .bind(&a.hash)
+            .bind(&a.status)
+            .bind(&a.body)
+            .bind(&a.chain_hash)
+            .fetch_one(&self.pool)
+            .await?;
+            let refused: i32 = row.try_get("refused")?;
+            let tip_now = (
+                row.try_get::<i64, _>("next_seal_seq")? as u64,
+                Hash::from_slice(&row.try_get::<Vec<u8>, _>("last_seal_hash")?)?,
+            );
+            *tip = Some(tip_now);
+            if refused == -1 {
+                continue;
+            }
+            if refused > 0 {
+                let Some(&i) = now.get(refused as usize - 1) else {
+                    return Err(LedgerError::Corrupt(
+                        "chain batch refused a record it was not sent".into(),
+                    )
+                    .into());
+                };
+                let ChainOp::Seal { run, .. } = &ops[i] else {
+                    return Err(
+                        LedgerError::Corrupt("chain batch refused a run start".into()).into(),
+                    );
+                };
+                let head = match row.try_get::<Option<String>, _>("head_tenant")? {
+                    Some(t) if t == tenant.as_str() => Head {
+                        tenant: t,
+                        user_id: row.try_get("head_user")?,
+                        next_seq: row.try_get("head_next_seq")?,
+                        last_hash: Hash::from_slice(&row.try_get::<Vec<u8>, _>("head_last_hash")?)?,
+                        status: status_of(&row.try_get::<String, _>("head_status")?)?,
+                    },
+                    _ => {
+                        let e = LedgerError::RunNotFound(run.to_string());
+                        out[i] = Some(Outcome::Appended(Box::new(Err(e))));
+                        continue;
+                    }
+                };
+                if head.status.is_terminal() {
+                    let e = LedgerError::RunEnded(run.to_string());
+                    out[i] = Some(Outcome::Appended(Box::new(Err(e))));
+                } else {
+                    heads[i] = Some(head);
+                }
+                continue;
+            }
+            let ids: Vec<Option<i64>> = row.try_get("step_ids")?;
+            for (k, &i) in now.iter().enumerate() {
+                out[i] = Some(match &ops[i] {
+                    ChainOp::Open { .. } => Outcome::Opened(Ok(())),
+                    ChainOp::Seal { run, step, .. } => {
+                        let (Some(c), Some(head), Some(Some(id))) =
+                            (computed[i].take(), heads[i].take(), ids.get(k))
+                        else {
+                            return Err(
+                                LedgerError::Corrupt("chain batch lost a step id".into()).into()
+                            );
+                        };
+                        let rec =
+                            self.record(*id, *run, &head, c.seq, c.at, step, c.hash, c.prev)?;
+                        let next = Head {
+                            next_seq: c.seq + 1,
+                            last_hash: c.hash,
+                            status: step.step.status_after(),
+                            ..head
+                        };
+                        Outcome::Appended(Box::new(Ok((rec, next))))
+                    }
+                });
             }
         }
-        tx.commit().await?;
-        Ok(out)
+        Ok(out.into_iter().flatten().collect())
     }
 
-    /// One attempt at `cairn_audit_append`: the step (and, for a terminal step, the run's
-    /// seal) computed from the tips this process believes in. `Ok(Err(..))` carries the
-    /// current tips when they were not those.
+    /// One attempt at `cairn_audit_append` for a non-terminal step, computed from the run
+    /// head this process believes in. `Ok(Err(..))` carries the current head when it was
+    /// not that one. (Terminal steps extend the tenant chain: [`Self::write_batch`].)
     #[allow(clippy::too_many_arguments)]
     async fn append_once(
         &self,
@@ -388,42 +624,17 @@ impl PgLedger {
         tenant: &TenantId,
         run: Uuid,
         head: Option<&Head>,
-        tip: Option<(u64, Hash)>,
         step: &NewStep,
         payload: &serde_json::Value,
         payload_text: &str,
-    ) -> std::result::Result<
-        std::result::Result<(StepRecord, Head, Option<(u64, Hash)>), Moved>,
-        OpError,
-    > {
-        let at = truncate_micros(Utc::now());
+    ) -> std::result::Result<std::result::Result<(StepRecord, Head), Moved>, OpError> {
         let status = step.step.status_after();
-        // Without a known head, ask with an impossible seq: the answer is the head.
-        let (seq, prev) = head.map_or((-1, Hash::ZERO), |h| (h.next_seq, h.last_hash));
-        let hash = canonical::step_hash(
-            &prev,
-            &run.to_string(),
-            tenant.as_str(),
-            seq.max(0) as u64,
-            step.actor.as_str(),
-            &at,
-            payload,
-        )?;
-        let seal = if status.is_terminal() {
-            let (seal_seq, seal_prev) = tip.unwrap_or((u64::MAX, Hash::ZERO));
-            let body = serde_json::to_value(SealBody::Run {
-                tenant: tenant.clone(),
-                seal_seq,
-                run_id: RunId::from_uuid(run)?,
-                last_step_hash: hash,
-                step_count: (seq + 1).max(0) as u64,
-                sealed_at: hash_time(&at),
-            })?;
-            let seal_hash = Hash::chain(&seal_prev, &canonical_json(&body)?);
-            Some((seal_seq as i64, seal_prev, seal_hash, body))
-        } else {
-            None
-        };
+        let ComputedStep {
+            at,
+            seq,
+            prev,
+            hash,
+        } = ComputedStep::after(head, run, tenant, step, payload)?;
         let row = sqlx::query(
             "SELECT step_id, head_tenant, head_user, head_next_seq, head_last_hash, head_status,
                     next_seal_seq, last_seal_hash
@@ -442,10 +653,10 @@ impl PgLedger {
         .bind(prev.as_bytes().as_slice())
         .bind(hash.as_bytes().as_slice())
         .bind(status.as_str())
-        .bind(seal.as_ref().map(|s| s.0))
-        .bind(seal.as_ref().map(|s| s.1.as_bytes().to_vec()))
-        .bind(seal.as_ref().map(|s| s.2.as_bytes().to_vec()))
-        .bind(seal.as_ref().map(|s| &s.3))
+        .bind(None::<i64>)
+        .bind(None::<Vec<u8>>)
+        .bind(None::<Vec<u8>>)
+        .bind(None::<serde_json::Value>)
         .fetch_one(&mut *conn)
         .await?;
         let Some(head_tenant) = row.try_get::<Option<String>, _>("head_tenant")? else {
@@ -461,13 +672,6 @@ impl PgLedger {
             last_hash: Hash::from_slice(&row.try_get::<Vec<u8>, _>("head_last_hash")?)?,
             status: status_of(&row.try_get::<String, _>("head_status")?)?,
         };
-        let tip_now = match (
-            row.try_get::<Option<i64>, _>("next_seal_seq")?,
-            row.try_get::<Option<Vec<u8>>, _>("last_seal_hash")?,
-        ) {
-            (Some(n), Some(h)) => Some((n as u64, Hash::from_slice(&h)?)),
-            _ => None,
-        };
         let Some(id) = row.try_get::<Option<i64>, _>("step_id")? else {
             if now.status.is_terminal() {
                 return Err(LedgerError::RunEnded(run.to_string()).into());
@@ -475,7 +679,7 @@ impl PgLedger {
             return Ok(Err(Moved { head: now }));
         };
         let rec = self.record(id, run, &now, seq, at, step, hash, prev)?;
-        Ok(Ok((rec, now, tip_now)))
+        Ok(Ok((rec, now)))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -604,48 +808,6 @@ impl PgLedger {
     }
 }
 
-/// One call of `cairn_audit_open_run` with the `run_opened` record computed for the tenant
-/// tip `(seal_seq, prev)`: whether the run was opened, and the tip after the call.
-async fn open_once(
-    conn: &mut sqlx::PgConnection,
-    new: &NewRun,
-    id: RunId,
-    genesis: Hash,
-    started_at: DateTime<Utc>,
-    (seal_seq, prev): (u64, Hash),
-) -> std::result::Result<(bool, (u64, Hash)), OpError> {
-    let body = serde_json::to_value(SealBody::RunOpened {
-        tenant: new.tenant.clone(),
-        seal_seq,
-        run_id: id,
-        genesis,
-        opened_at: hash_time(&started_at),
-    })?;
-    let hash = Hash::chain(&prev, &canonical_json(&body)?);
-    let row = sqlx::query(
-        "SELECT opened, next_seal_seq, last_seal_hash
-         FROM cairn_audit_open_run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(id.as_uuid())
-    .bind(new.tenant.as_str())
-    .bind(new.user.as_str())
-    .bind(new.conversation_id.as_ref().map(|c| c.as_str()))
-    .bind(&new.model)
-    .bind(started_at)
-    .bind(genesis.as_bytes().as_slice())
-    .bind(seal_seq as i64)
-    .bind(prev.as_bytes().as_slice())
-    .bind(hash.as_bytes().as_slice())
-    .bind(&body)
-    .fetch_one(&mut *conn)
-    .await?;
-    let now = (
-        row.try_get::<i64, _>("next_seal_seq")? as u64,
-        Hash::from_slice(&row.try_get::<Vec<u8>, _>("last_seal_hash")?)?,
-    );
-    Ok((row.try_get::<bool, _>("opened")?, now))
-}
-
 /// Locks (creating if needed) the tenant's seal-chain tip: `(next seal seq, last hash)`.
 async fn lock_tenant_head(
     tx: &mut sqlx::Transaction<'_, Postgres>,
@@ -754,11 +916,7 @@ impl Ledger for PgLedger {
                 started_at,
                 reply,
             };
-            self.chain_write(&new.tenant, op).await?;
-            match answer.await {
-                Ok(r) => Ok(r?),
-                Err(_) => Err(abandoned("start_run").into()),
-            }
+            self.chain_write(&new.tenant, op, answer, "start_run").await
         })
         .await?;
         self.remember(
@@ -802,11 +960,7 @@ impl Ledger for PgLedger {
                     payload_text,
                     reply,
                 };
-                self.chain_write(tenant, op).await?;
-                return match answer.await {
-                    Ok(r) => Ok(r?),
-                    Err(_) => Err(abandoned("append").into()),
-                };
+                return self.chain_write(tenant, op, answer, "append").await;
             }
             let mut head = head;
             for _ in 0..OPTIMISTIC_ATTEMPTS {
@@ -817,14 +971,13 @@ impl Ledger for PgLedger {
                         tenant,
                         id,
                         head.as_ref(),
-                        None,
                         &step,
                         &payload,
                         &payload_text,
                     )
                     .await?
                 {
-                    Ok((rec, next, _)) => return Ok((rec, next)),
+                    Ok((rec, next)) => return Ok((rec, next)),
                     Err(moved) => head = Some(moved.head),
                 }
             }
@@ -1162,6 +1315,17 @@ impl Ledger for PgLedger {
 
 /// A chain write whose batch writer gave up (it timed out while writing): the write was
 /// not committed by that batch.
+/// A chain op's answer, or the error for an answer that never came.
+fn answered<T>(
+    r: std::result::Result<Result<T>, oneshot::error::RecvError>,
+    operation: &'static str,
+) -> std::result::Result<T, OpError> {
+    match r {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(abandoned(operation).into()),
+    }
+}
+
 fn abandoned(operation: &'static str) -> LedgerError {
     LedgerError::Unavailable {
         operation,

@@ -13,6 +13,7 @@ both_stores!(
     appends_form_a_chain_and_runs_end_sealed,
     concurrent_runs_never_fork_a_chain,
     concurrent_appends_to_one_run_are_ordered_without_gaps,
+    racing_terminal_steps_end_a_run_once,
     ledger_tables_refuse_update_and_delete,
     edited_payload_is_found_at_its_step,
     deleted_step_is_found_as_a_gap,
@@ -232,6 +233,64 @@ async fn concurrent_appends_to_one_run_are_ordered_without_gaps(h: &Harness) {
     let report = l.verify(None, None, None).await.unwrap();
     assert!(report.is_ok(), "{report}");
     assert_eq!(report.counts.steps, 20);
+}
+
+async fn racing_terminal_steps_end_a_run_once(h: &Harness) {
+    // A cancel racing final answers (and other runs' ends in the same chain batches): one
+    // terminal step wins, the others are refused as ended, and nothing forks.
+    let l = h.ledger.clone();
+    let t = tenant("acme");
+    let run = l.start_run(new_run("acme", "alice")).await.unwrap();
+    l.append(&t, run.id, user_msg("hello")).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let (l, t) = (l.clone(), t.clone());
+        tasks.push(tokio::spawn(async move {
+            if i % 3 == 0 {
+                // Another run ending at the same moment shares the tenant chain.
+                let other = l
+                    .start_run(new_run("acme", &format!("u{i}")))
+                    .await
+                    .unwrap();
+                l.append(&t, other.id, final_answer("other"))
+                    .await
+                    .map(|_| false)
+            } else {
+                let step = if i % 3 == 1 {
+                    final_answer(&format!("answer {i}"))
+                } else {
+                    NewStep {
+                        actor: actor("user:alice"),
+                        step: StepKind::RunCancelled {
+                            cancelled_by: actor("user:alice"),
+                            reason: None,
+                        },
+                    }
+                };
+                l.append(&t, run.id, step).await.map(|s| {
+                    assert_eq!(s.seq, 1);
+                    true
+                })
+            }
+        }));
+    }
+    let (mut won, mut ended) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(true) => won += 1,
+            Ok(false) => {}
+            Err(LedgerError::RunEnded(_)) => ended += 1,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!((won, ended), (1, 7));
+    let report = l.verify(Some(&t), None, None).await.unwrap();
+    assert!(report.is_ok(), "{report}");
+    // This run and the four others, each opened and sealed once.
+    assert_eq!(
+        (report.counts.runs, report.counts.steps, report.counts.seals),
+        (5, 6, 10)
+    );
 }
 
 async fn ledger_tables_refuse_update_and_delete(h: &Harness) {
@@ -914,6 +973,47 @@ async fn two_processes_share_a_tenant_chain_without_forking() {
     let r = h.ledger.verify(None, None, None).await.unwrap();
     assert!(r.is_ok(), "{r}");
     assert_eq!((r.counts.runs, r.counts.seals), (48, 96));
+    drop(other);
+    h.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_started_in_one_process_ends_in_another() {
+    // The second ledger has never seen the run (a restart, or another server took the
+    // request): its terminal append starts from no remembered head and must recover it.
+    let h = Harness::pg().await;
+    let t = tenant("acme");
+    let run = h.ledger.start_run(new_run("acme", "alice")).await.unwrap();
+    for i in 0..3 {
+        h.ledger
+            .append(&t, run.id, user_msg(&format!("step {i}")))
+            .await
+            .unwrap();
+    }
+    let other: Arc<dyn Ledger> = Arc::new(
+        PgLedger::connect(&h.url, LedgerOptions::default())
+            .await
+            .unwrap(),
+    );
+    let end = other
+        .append(&t, run.id, final_answer("done"))
+        .await
+        .unwrap();
+    assert_eq!(end.seq, 3);
+    // The first process's remembered head is stale now; its append is refused as ended.
+    let late = h.ledger.append(&t, run.id, user_msg("late")).await;
+    assert!(matches!(late, Err(LedgerError::RunEnded(_))), "{late:?}");
+    // And a run of another tenant is not found, whoever asks.
+    let wrong = other
+        .append(&tenant("globex"), run.id, final_answer("x"))
+        .await;
+    assert!(
+        matches!(wrong, Err(LedgerError::RunNotFound(_))),
+        "{wrong:?}"
+    );
+    let r = h.ledger.verify(None, None, None).await.unwrap();
+    assert!(r.is_ok(), "{r}");
+    assert_eq!((r.counts.runs, r.counts.steps, r.counts.seals), (1, 4, 2));
     drop(other);
     h.cleanup().await;
 }
