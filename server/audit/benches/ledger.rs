@@ -1,7 +1,8 @@
 //! Ledger benchmarks: hash-chained appends against plain INSERTs of the same rows, filtered
 //! paginated queries over a million steps, and export rate; for PostgreSQL and SQLite.
 //!
-//! `cargo bench -p cairn-audit --bench ledger [-- --json] [-- --steps N]`
+//! `cargo bench -p cairn-audit --bench ledger -- [--json] [--store postgres|sqlite]
+//! [--steps N] [--bulk N] [--rounds N]`
 //! PostgreSQL comes from `CAIRN_TEST_DATABASE_URL` (default the local server); a scratch
 //! database is created and dropped.
 
@@ -21,10 +22,23 @@ struct Figures {
     store: &'static str,
     writers: usize,
     appended_steps: usize,
+    /// Rounds of (ledger appends, plain INSERTs), back to back, alternating which goes first.
+    rounds: usize,
+    /// Median over the rounds.
     ledger_append_per_s: f64,
+    /// p95 of single appends in the round with the median rate.
     ledger_append_p95_ms: f64,
+    /// In the round with the median rate, p50 ms of a run start (which writes its
+    /// `run_opened` chain record), a non-terminal step, and a terminal step (which seals).
+    run_start_p50_ms: f64,
+    step_p50_ms: f64,
+    terminal_step_p50_ms: f64,
+    /// Median over the rounds.
     plain_insert_per_s: f64,
+    /// Median of the per-round ratios (each round's appends over its own plain INSERTs).
     ratio_ledger_to_plain: f64,
+    /// Every round's ratio, in order: the spread says how much the machine's load moved.
+    ratio_per_round: Vec<f64>,
     query_steps_in_table: i64,
     query_p50_ms: f64,
     query_p95_ms: f64,
@@ -61,8 +75,18 @@ fn step(i: usize) -> NewStep {
     NewStep { actor, step }
 }
 
+/// What one round of ledger appends came to.
+struct AppendRound {
+    /// Steps appended per second (all writers).
+    rate: f64,
+    /// p95 latency of one append, ms.
+    p95_ms: f64,
+    /// p50 latencies, ms: a run start, a non-terminal step, a terminal step (which seals).
+    p50_ms: [f64; 3],
+}
+
 /// 16 writers, each running runs of 20 steps until `total` steps are written.
-async fn ledger_appends(l: Arc<dyn Ledger>, total: usize) -> (f64, f64) {
+async fn ledger_appends(l: Arc<dyn Ledger>, total: usize) -> AppendRound {
     let per_writer = total / WRITERS;
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -70,9 +94,10 @@ async fn ledger_appends(l: Arc<dyn Ledger>, total: usize) -> (f64, f64) {
         let l = l.clone();
         tasks.push(tokio::spawn(async move {
             let t = TenantId::parse("bench").unwrap();
-            let mut lat = Vec::with_capacity(per_writer);
+            let (mut opens, mut steps, mut terminals) = (Vec::new(), Vec::new(), Vec::new());
             let mut written = 0;
             while written < per_writer {
+                let t_open = Instant::now();
                 let run = l
                     .start_run(NewRun {
                         tenant: t.clone(),
@@ -82,6 +107,7 @@ async fn ledger_appends(l: Arc<dyn Ledger>, total: usize) -> (f64, f64) {
                     })
                     .await
                     .unwrap();
+                opens.push(t_open.elapsed().as_secs_f64() * 1000.0);
                 for i in 0..STEPS_PER_RUN {
                     let s = if i == STEPS_PER_RUN - 1 {
                         NewStep {
@@ -95,19 +121,99 @@ async fn ledger_appends(l: Arc<dyn Ledger>, total: usize) -> (f64, f64) {
                     };
                     let t0 = Instant::now();
                     l.append(&t, run.id, s).await.unwrap();
-                    lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+                    let ms = t0.elapsed().as_secs_f64() * 1000.0;
+                    if i == STEPS_PER_RUN - 1 {
+                        terminals.push(ms);
+                    } else {
+                        steps.push(ms);
+                    }
                     written += 1;
                 }
             }
-            lat
+            (opens, steps, terminals)
         }));
     }
-    let mut lat = Vec::new();
+    let (mut opens, mut steps, mut terminals) = (Vec::new(), Vec::new(), Vec::new());
     for t in tasks {
-        lat.extend(t.await.unwrap());
+        let (o, s, e) = t.await.unwrap();
+        opens.extend(o);
+        steps.extend(s);
+        terminals.extend(e);
     }
-    let rate = lat.len() as f64 / start.elapsed().as_secs_f64();
-    (rate, pct(&mut lat, 0.95))
+    let rate = (steps.len() + terminals.len()) as f64 / start.elapsed().as_secs_f64();
+    let mut all: Vec<f64> = steps.iter().chain(&terminals).copied().collect();
+    AppendRound {
+        rate,
+        p95_ms: pct(&mut all, 0.95),
+        p50_ms: [
+            pct(&mut opens, 0.5),
+            pct(&mut steps, 0.5),
+            pct(&mut terminals, 0.5),
+        ],
+    }
+}
+
+/// Ledger appends and plain INSERTs of the same rows, `rounds` times back to back (odd
+/// rounds start with the INSERTs), so each round's ratio compares the two under the same
+/// machine load; the figures are medians over the rounds.
+async fn paired_rounds<F, Fut>(
+    f: &mut Figures,
+    rounds: usize,
+    l: &Arc<dyn Ledger>,
+    template: &Arc<Vec<PlainRow>>,
+    total: usize,
+    plain: F,
+) where
+    F: Fn(Vec<PlainRow>) -> Fut,
+    Fut: std::future::Future<Output = f64>,
+{
+    let mut appends = Vec::with_capacity(rounds);
+    let mut plains = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let rows = copy_rows(template, total);
+        let (append, plain_rate) = if round % 2 == 0 {
+            let a = ledger_appends(l.clone(), total).await;
+            (a, plain(rows).await)
+        } else {
+            let p = plain(rows).await;
+            (ledger_appends(l.clone(), total).await, p)
+        };
+        f.ratio_per_round.push(append.rate / plain_rate);
+        appends.push(append);
+        plains.push(plain_rate);
+    }
+    f.rounds = rounds;
+    appends.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+    let median = &appends[rounds / 2];
+    (f.ledger_append_per_s, f.ledger_append_p95_ms) = (median.rate, median.p95_ms);
+    [f.run_start_p50_ms, f.step_p50_ms, f.terminal_step_p50_ms] = median.p50_ms;
+    f.plain_insert_per_s = pct(&mut plains, 0.5);
+    f.ratio_ledger_to_plain = pct(&mut f.ratio_per_round.clone(), 0.5);
+}
+
+/// `total` rows copied from what the ledger wrote (repeated as needed), each under a fresh
+/// run id so the unique `(run_id, seq)` index never refuses one.
+fn copy_rows(template: &[PlainRow], total: usize) -> Vec<PlainRow> {
+    (0..total)
+        .map(|i| {
+            let r = &template[i % template.len()];
+            PlainRow {
+                tenant: r.tenant.clone(),
+                run_id: uuid::Uuid::now_v7(),
+                seq: r.seq,
+                kind: r.kind.clone(),
+                actor: r.actor.clone(),
+                at: r.at,
+                at_micros: r.at_micros,
+                user_id: r.user_id.clone(),
+                plugin_id: r.plugin_id.clone(),
+                tool_name: r.tool_name.clone(),
+                payload: r.payload.clone(),
+                prev_hash: r.prev_hash.clone(),
+                hash: r.hash.clone(),
+            }
+        })
+        .collect()
 }
 
 struct PlainRow {
@@ -268,7 +374,7 @@ async fn verify_rate(l: &dyn Ledger) -> f64 {
     r.counts.steps as f64 / t0.elapsed().as_secs_f64()
 }
 
-async fn postgres(total: usize, bulk: i64) -> Figures {
+async fn postgres(total: usize, bulk: i64, rounds: usize) -> Figures {
     let admin = std::env::var("CAIRN_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let name = format!("cairn_audit_bench_{}", uuid::Uuid::new_v4().simple());
@@ -324,38 +430,11 @@ async fn postgres(total: usize, bulk: i64) -> Figures {
         appended_steps: total,
         ..Default::default()
     };
-    for _ in 0..2 {
-        let (rate, p95) = ledger_appends(l.clone(), total).await;
-        if rate > best.ledger_append_per_s {
-            best.ledger_append_per_s = rate;
-            best.ledger_append_p95_ms = p95;
-        }
-        // The same rows the ledger wrote (repeated to the same count), as plain INSERTs.
-        let rows: Vec<PlainRow> = (0..total)
-            .map(|i| {
-                let r = &template[i % template.len()];
-                PlainRow {
-                    tenant: r.tenant.clone(),
-                    run_id: uuid::Uuid::now_v7(),
-                    seq: r.seq,
-                    kind: r.kind.clone(),
-                    actor: r.actor.clone(),
-                    at: r.at,
-                    at_micros: 0,
-                    user_id: r.user_id.clone(),
-                    plugin_id: r.plugin_id.clone(),
-                    tool_name: r.tool_name.clone(),
-                    payload: r.payload.clone(),
-                    prev_hash: r.prev_hash.clone(),
-                    hash: r.hash.clone(),
-                }
-            })
-            .collect();
-        best.plain_insert_per_s = best
-            .plain_insert_per_s
-            .max(plain_inserts_pg(&pool, Arc::new(rows)).await);
-    }
-    best.ratio_ledger_to_plain = best.ledger_append_per_s / best.plain_insert_per_s;
+    let plain = |rows: Vec<PlainRow>| {
+        let pool = pool.clone();
+        async move { plain_inserts_pg(&pool, Arc::new(rows)).await }
+    };
+    paired_rounds(&mut best, rounds, &l, &template, total, plain).await;
     best.verify_steps_per_s = verify_rate(&*l).await;
 
     // A million steps for the query and export figures.
@@ -420,7 +499,7 @@ async fn postgres(total: usize, bulk: i64) -> Figures {
     best
 }
 
-async fn sqlite(total: usize, bulk: i64) -> Figures {
+async fn sqlite(total: usize, bulk: i64, rounds: usize) -> Figures {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite:{}", dir.path().join("bench.db").display());
     let s = SqliteLedger::connect(
@@ -482,43 +561,18 @@ async fn sqlite(total: usize, bulk: i64) -> Figures {
         hash: r.get("hash"),
     })
     .collect();
+    let template = Arc::new(template);
     let mut best = Figures {
         store: "sqlite",
         writers: WRITERS,
         appended_steps: total,
         ..Default::default()
     };
-    for _ in 0..2 {
-        let (rate, p95) = ledger_appends(l.clone(), total).await;
-        if rate > best.ledger_append_per_s {
-            best.ledger_append_per_s = rate;
-            best.ledger_append_p95_ms = p95;
-        }
-        let rows: Vec<PlainRow> = (0..total)
-            .map(|i| {
-                let r = &template[i % template.len()];
-                PlainRow {
-                    tenant: r.tenant.clone(),
-                    run_id: uuid::Uuid::now_v7(),
-                    seq: r.seq,
-                    kind: r.kind.clone(),
-                    actor: r.actor.clone(),
-                    at: r.at,
-                    at_micros: r.at_micros,
-                    user_id: r.user_id.clone(),
-                    plugin_id: r.plugin_id.clone(),
-                    tool_name: r.tool_name.clone(),
-                    payload: r.payload.clone(),
-                    prev_hash: r.prev_hash.clone(),
-                    hash: r.hash.clone(),
-                }
-            })
-            .collect();
-        best.plain_insert_per_s = best
-            .plain_insert_per_s
-            .max(plain_inserts_sqlite(&pool, Arc::new(rows)).await);
-    }
-    best.ratio_ledger_to_plain = best.ledger_append_per_s / best.plain_insert_per_s;
+    let plain = |rows: Vec<PlainRow>| {
+        let pool = pool.clone();
+        async move { plain_inserts_sqlite(&pool, Arc::new(rows)).await }
+    };
+    paired_rounds(&mut best, rounds, &l, &template, total, plain).await;
     best.verify_steps_per_s = verify_rate(&*l).await;
 
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
@@ -564,11 +618,21 @@ async fn sqlite(total: usize, bulk: i64) -> Figures {
 fn print(f: &Figures) {
     println!("== {} ({} writers) ==", f.store, f.writers);
     println!(
-        "hash-chained append: {:.0} steps/s (p95 {:.2} ms); plain INSERT of the same rows: {:.0} rows/s; ratio {:.2}",
+        "hash-chained append: {:.0} steps/s (p95 {:.2} ms); plain INSERT of the same rows: {:.0} rows/s; ratio {:.2} (median of {} rounds: {})",
         f.ledger_append_per_s,
         f.ledger_append_p95_ms,
         f.plain_insert_per_s,
-        f.ratio_ledger_to_plain
+        f.ratio_ledger_to_plain,
+        f.rounds,
+        f.ratio_per_round
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "append p50 by operation: run start {:.2} ms, step {:.2} ms, terminal step {:.2} ms",
+        f.run_start_p50_ms, f.step_p50_ms, f.terminal_step_p50_ms
     );
     println!(
         "filtered paginated query over {} steps: p50 {:.2} ms, p95 {:.2} ms",
@@ -596,6 +660,7 @@ async fn main() {
     };
     let total = arg("--steps", 16_000);
     let bulk = arg("--bulk", 1_000_000) as i64;
+    let rounds = arg("--rounds", 5).max(1);
     let only = args
         .iter()
         .position(|a| a == "--store")
@@ -603,14 +668,14 @@ async fn main() {
         .cloned();
     let mut all = Vec::new();
     if only.as_deref().is_none_or(|s| s == "postgres") {
-        let f = postgres(total, bulk).await;
+        let f = postgres(total, bulk, rounds).await;
         if !json {
             print(&f);
         }
         all.push(f);
     }
     if only.as_deref().is_none_or(|s| s == "sqlite") {
-        let f = sqlite(total, bulk).await;
+        let f = sqlite(total, bulk, rounds).await;
         if !json {
             print(&f);
         }
