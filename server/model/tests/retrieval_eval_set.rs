@@ -1,6 +1,8 @@
-//! The tool-selection evaluation set (`eval/requests.jsonl`) stays usable: it parses, it
-//! is big enough, it names only real tools, and it does not quote the manifests' own
-//! examples (which retrieval ranks on, so copying them would inflate every figure).
+//! The tool-selection evaluation sets (`eval/requests.jsonl`, and `eval/heldout.jsonl`,
+//! written before retrieval was tuned and never tuned on) stay usable: they parse, they are
+//! big enough, they name only real tools, they do not quote the manifests' own examples
+//! (which retrieval ranks on, so copying them would inflate every figure), and they share
+//! no request.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -14,8 +16,8 @@ fn normalise(s: &str) -> String {
         .to_owned()
 }
 
-#[test]
-fn the_eval_set_is_well_formed_and_independent_of_the_manifests() {
+/// Checks one set and returns its normalised requests.
+fn check_set(file: &str, min_with_tool: usize, min_without_tool: usize) -> HashSet<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut tools = HashSet::new();
     let mut examples = HashSet::new();
@@ -35,53 +37,76 @@ fn the_eval_set_is_well_formed_and_independent_of_the_manifests() {
         }
     }
 
-    let text = std::fs::read_to_string(root.join("eval/requests.jsonl")).expect("eval set");
+    let text = std::fs::read_to_string(root.join("eval").join(file)).expect("eval set");
     let (mut with_tool, mut without_tool) = (0, 0);
     let mut covered = HashSet::new();
     let mut seen = HashSet::new();
     for (i, line) in text.lines().enumerate() {
         let line_no = i + 1;
         let entry: serde_json::Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("line {line_no} is not JSON: {e}"));
+            .unwrap_or_else(|e| panic!("{file} line {line_no} is not JSON: {e}"));
         let object = entry.as_object().expect("an object per line");
         for key in object.keys() {
             assert!(
                 ["request", "expected_tool", "expected_arguments", "notes"].contains(&key.as_str()),
-                "line {line_no}: unknown field {key}"
+                "{file} line {line_no}: unknown field {key}"
             );
         }
         let request = entry["request"].as_str().expect("request");
-        assert!(!request.trim().is_empty(), "line {line_no}: empty request");
+        assert!(
+            !request.trim().is_empty(),
+            "{file} line {line_no}: empty request"
+        );
         assert!(
             !examples.contains(&normalise(request)),
-            "line {line_no} copies a manifest example: {request:?}"
+            "{file} line {line_no} copies a manifest example: {request:?}"
         );
         assert!(
             seen.insert(normalise(request)),
-            "line {line_no} is a duplicate"
+            "{file} line {line_no} is a duplicate"
         );
         assert!(
             entry["expected_arguments"].is_object() || entry["expected_arguments"].is_null(),
-            "line {line_no}: expected_arguments must be an object"
+            "{file} line {line_no}: expected_arguments must be an object"
         );
         match &entry["expected_tool"] {
             serde_json::Value::Null => without_tool += 1,
             serde_json::Value::String(tool) => {
-                assert!(tools.contains(tool), "line {line_no}: no tool named {tool}");
+                assert!(
+                    tools.contains(tool),
+                    "{file} line {line_no}: no tool named {tool}"
+                );
                 covered.insert(tool.clone());
                 with_tool += 1;
             }
-            other => panic!("line {line_no}: expected_tool is {other}"),
+            other => panic!("{file} line {line_no}: expected_tool is {other}"),
         }
     }
     assert!(
-        with_tool >= 40,
-        "only {with_tool} requests that need a tool"
+        with_tool >= min_with_tool,
+        "{file}: only {with_tool} requests that need a tool"
     );
     assert!(
-        without_tool >= 8,
-        "only {without_tool} requests that need none"
+        without_tool >= min_without_tool,
+        "{file}: only {without_tool} requests that need none"
     );
     let missing: Vec<_> = tools.difference(&covered).collect();
-    assert!(missing.is_empty(), "tools without a request: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "{file}: tools without a request: {missing:?}"
+    );
+    seen
+}
+
+#[test]
+fn the_eval_set_is_well_formed_and_independent_of_the_manifests() {
+    check_set("requests.jsonl", 40, 8);
+}
+
+#[test]
+fn the_heldout_set_is_well_formed_and_shares_nothing_with_the_eval_set() {
+    let heldout = check_set("heldout.jsonl", 28, 6);
+    let eval = check_set("requests.jsonl", 40, 8);
+    let shared: Vec<_> = heldout.intersection(&eval).collect();
+    assert!(shared.is_empty(), "requests in both sets: {shared:?}");
 }
