@@ -377,6 +377,37 @@ impl PgLedger {
         }
     }
 
+    /// The current heads of `runs` that belong to `tenant` (others are left out: to this
+    /// tenant they do not exist).
+    async fn heads_of(
+        &self,
+        tenant: &TenantId,
+        runs: &[Uuid],
+    ) -> std::result::Result<HashMap<Uuid, Head>, OpError> {
+        let rows = sqlx::query(
+            "SELECT run_id, tenant, user_id, next_seq, last_hash, status FROM audit_run_heads
+             WHERE run_id = ANY($1) AND tenant = $2",
+        )
+        .bind(runs)
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut heads = HashMap::with_capacity(rows.len());
+        for r in rows {
+            heads.insert(
+                r.try_get("run_id")?,
+                Head {
+                    tenant: r.try_get("tenant")?,
+                    user_id: r.try_get("user_id")?,
+                    next_seq: r.try_get("next_seq")?,
+                    last_hash: Hash::from_slice(&r.try_get::<Vec<u8>, _>("last_hash")?)?,
+                    status: status_of(&r.try_get::<String, _>("status")?)?,
+                },
+            );
+        }
+        Ok(heads)
+    }
+
     /// Writes a batch of chain records with one call of `cairn_audit_chain_batch` (one
     /// round trip, one commit), computed from the remembered tenant tip and run heads; when
     /// the database refuses because one of them moved, recomputes from what it returned and
@@ -425,6 +456,40 @@ impl PgLedger {
                 continue;
             }
             attempts += 1;
+            // Heads this process has never seen (another process wrote the run, or this one
+            // restarted) are read in one query up front, so a batch of such runs does not
+            // spend one refused attempt per run discovering them.
+            let unknown: Vec<Uuid> = now
+                .iter()
+                .filter(|&&i| heads[i].is_none())
+                .filter_map(|&i| match &ops[i] {
+                    ChainOp::Seal { run, .. } => Some(*run),
+                    ChainOp::Open { .. } => None,
+                })
+                .collect();
+            if !unknown.is_empty() {
+                let mut found = self.heads_of(tenant, &unknown).await?;
+                for &i in &now {
+                    let ChainOp::Seal { run, .. } = &ops[i] else {
+                        continue;
+                    };
+                    if heads[i].is_some() {
+                        continue;
+                    }
+                    match found.remove(run) {
+                        None => {
+                            let e = LedgerError::RunNotFound(run.to_string());
+                            out[i] = Some(Outcome::Appended(Box::new(Err(e))));
+                        }
+                        Some(h) if h.status.is_terminal() => {
+                            let e = LedgerError::RunEnded(run.to_string());
+                            out[i] = Some(Outcome::Appended(Box::new(Err(e))));
+                        }
+                        Some(h) => heads[i] = Some(h),
+                    }
+                }
+                continue;
+            }
             let (first_seq, first_prev) = tip.unwrap_or((0, Hash::ZERO));
             let mut a = BatchArrays::default();
             let mut computed: Vec<Option<ComputedStep>> = ops.iter().map(|_| None).collect();

@@ -1011,9 +1011,38 @@ async fn a_run_started_in_one_process_ends_in_another() {
         matches!(wrong, Err(LedgerError::RunNotFound(_))),
         "{wrong:?}"
     );
+    // Many such runs ending at once (a restarted server resuming them) all end.
+    let mut runs = Vec::new();
+    for i in 0..24 {
+        let run = h
+            .ledger
+            .start_run(new_run("acme", &format!("u{i}")))
+            .await
+            .unwrap();
+        h.ledger.append(&t, run.id, user_msg("hi")).await.unwrap();
+        runs.push(run.id);
+    }
+    let fresh: Arc<dyn Ledger> = Arc::new(
+        PgLedger::connect(&h.url, LedgerOptions::default())
+            .await
+            .unwrap(),
+    );
+    let ends: Vec<_> = runs
+        .iter()
+        .map(|&id| {
+            let (l, t) = (fresh.clone(), t.clone());
+            tokio::spawn(async move { l.append(&t, id, final_answer("done")).await })
+        })
+        .collect();
+    for end in ends {
+        assert_eq!(end.await.unwrap().unwrap().seq, 1);
+    }
     let r = h.ledger.verify(None, None, None).await.unwrap();
     assert!(r.is_ok(), "{r}");
-    assert_eq!((r.counts.runs, r.counts.steps, r.counts.seals), (1, 4, 2));
-    drop(other);
+    assert_eq!(
+        (r.counts.runs, r.counts.steps, r.counts.seals),
+        (25, 52, 50)
+    );
+    drop((other, fresh));
     h.cleanup().await;
 }
