@@ -5,8 +5,10 @@
 //! cargo run --release -p cairn-model --features eval --bin cairn-eval -- [--json] [--k 3]
 //! ```
 //!
-//! Retrieval alone (always): top-1 and top-k hit rates per scoring strategy, and the
+//! Retrieval alone (always): top-1 and top-k hit rates per scoring configuration, and the
 //! no-tool threshold that maximises selection accuracy when retrieval decides alone.
+//! `--requests eval/heldout.jsonl` measures on the held-out set, which no option was
+//! tuned on.
 //!
 //! With `--model embedded` (or `--model openai --base-url URL --model-name NAME`), a chat
 //! model also answers every request, in these variants:
@@ -27,8 +29,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use cairn_manifest::Manifest;
 use cairn_model::retrieval::{
-    DEFAULT_NO_TOOL_THRESHOLD, DEFAULT_SCORING, IndexOptions, Scoring, SentenceEmbedder,
-    ToolCandidate, ToolIndex,
+    IndexOptions, PreparedQuery, Scoring, SentenceEmbedder, ToolCandidate, ToolIndex,
 };
 use cairn_model::{ChatMessage, ChatModel, ChatRequest, ToolChoice, ToolDefinition};
 use clap::Parser;
@@ -45,12 +46,17 @@ struct Args {
     /// chooses).
     #[arg(long, default_value_t = 3)]
     k: usize,
-    /// The no-tool threshold to report selection with (default: the library's).
+    /// The no-tool threshold to report selection with (default: each configuration's own).
     #[arg(long)]
     threshold: Option<f32>,
-    /// The evaluation set.
+    /// The evaluation set (default `eval/requests.jsonl`; `eval/heldout.jsonl` is the
+    /// held-out one).
     #[arg(long)]
     requests: Option<PathBuf>,
+    /// Run the chat-model variants with the scoring before lexical evidence and
+    /// instruction extraction (`IndexOptions::SEMANTIC_ONLY`) instead of the default.
+    #[arg(long)]
+    semantic_only: bool,
     /// The folder holding the example plugins (each with a `cairn-plugin.json`).
     #[arg(long)]
     plugins: Option<PathBuf>,
@@ -78,6 +84,12 @@ struct Args {
     /// chooses.
     #[arg(long)]
     margin: Option<f32>,
+    /// List every request's ranking under the default scoring, not only the misses.
+    #[arg(long)]
+    all: bool,
+    /// Also report a grid of blend and lexical weights (for calibrating the defaults).
+    #[arg(long)]
+    grid: bool,
     /// Only run these variants (`forced-1`, `choose-k`, `hybrid`); default: all that apply.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -135,10 +147,11 @@ impl std::fmt::Display for Rate {
     }
 }
 
-/// Retrieval alone under one scoring strategy.
+/// Retrieval alone under one scoring configuration.
 #[derive(Debug, Serialize)]
 struct RetrievalReport {
-    scoring: Scoring,
+    label: String,
+    options: IndexOptions,
     top1: Rate,
     topk: Rate,
     /// Selection when retrieval decides alone (top-1, or no tool below the threshold).
@@ -185,6 +198,21 @@ struct VariantReport {
     latency_ms_mean: f64,
     model_calls: usize,
     errors: usize,
+    /// Every request whose selection was wrong: what was offered, and what came back.
+    wrong: Vec<ModelMiss>,
+}
+
+/// A request the model variant got wrong.
+#[derive(Debug, Serialize)]
+struct ModelMiss {
+    request: String,
+    expected: Option<String>,
+    /// The tools offered, best first (empty: retrieval decided on no tool).
+    offered: Vec<String>,
+    /// The tool the model called, if any.
+    called: Option<String>,
+    /// Why the model stopped (`None` when it was not asked).
+    finish: Option<String>,
 }
 
 /// A tool request the default retrieval got wrong at top 1, for reading the failures.
@@ -192,7 +220,8 @@ struct VariantReport {
 struct Miss {
     request: String,
     expected: Option<String>,
-    got: Vec<(String, f32)>,
+    /// Ranked tools: name, score, semantic part, lexical part.
+    got: Vec<(String, f32, f32, f32)>,
 }
 
 fn main() -> Result<()> {
@@ -225,13 +254,22 @@ fn main() -> Result<()> {
     let candidates: Vec<ToolCandidate> = tools.iter().map(|t| t.candidate.clone()).collect();
     let index = ToolIndex::build(embedder.clone(), &candidates)?;
 
-    // Embed each request once, timed one at a time as a server would.
+    // Prepare each request once per way of preparing it, the default's timed one at a
+    // time as a server would.
     let started = Instant::now();
-    let queries = requests
+    let prepared_default = requests
         .iter()
-        .map(|r| embedder.embed(&r.request))
+        .map(|r| index.prepare(&r.request))
         .collect::<Result<Vec<_>, _>>()?;
     let embed_ms_mean = started.elapsed().as_secs_f64() * 1000.0 / requests.len() as f64;
+    let whole = index.with_options(IndexOptions {
+        instruction_only: false,
+        ..IndexOptions::default()
+    });
+    let prepared_whole = requests
+        .iter()
+        .map(|r| whole.prepare(&r.request))
+        .collect::<Result<Vec<_>, _>>()?;
 
     let plugin_of = |name: &str| {
         tools
@@ -239,25 +277,23 @@ fn main() -> Result<()> {
             .find(|t| t.candidate.name == name)
             .map_or_else(|| "?".to_owned(), |t| t.plugin.clone())
     };
-    let threshold = args.threshold.unwrap_or(DEFAULT_NO_TOOL_THRESHOLD);
-    // The default first: misses and per-plugin figures are reported for it.
-    let scorings = [
-        DEFAULT_SCORING,
-        Scoring::Max,
-        Scoring::Blend { max_weight: 0.85 },
-        Scoring::Blend { max_weight: 0.7 },
-        Scoring::Blend { max_weight: 0.0 },
-    ];
+    let configurations = configurations(args.grid);
     let mut retrieval = Vec::new();
     let mut misses = Vec::new();
-    for (i, scoring) in scorings.into_iter().enumerate() {
+    for (i, (label, options)) in configurations.into_iter().enumerate() {
+        let threshold = args.threshold.unwrap_or(options.no_tool_threshold);
         let idx = index.with_options(IndexOptions {
-            scoring,
             no_tool_threshold: threshold,
+            ..options
         });
+        let queries: &[PreparedQuery] = if options.instruction_only {
+            &prepared_default
+        } else {
+            &prepared_whole
+        };
         let ranked: Vec<_> = queries
             .iter()
-            .map(|q| idx.rank_embedding(q, args.k.max(1)))
+            .map(|q| idx.rank_prepared(q, args.k.max(1)))
             .collect();
         let mut top1 = Rate::default();
         let mut topk = Rate::default();
@@ -285,13 +321,13 @@ fn main() -> Result<()> {
                             margins_wrong.push(m);
                         }
                     }
-                    if i == 0 && !hit {
+                    if i == 0 && (!hit || args.all) {
                         misses.push(miss(r, ranked));
                     }
                 }
                 None => {
                     no_tool_max = no_tool_max.max(best);
-                    if i == 0 && best >= threshold {
+                    if i == 0 && (best >= threshold || args.all) {
                         misses.push(miss(r, ranked));
                     }
                 }
@@ -306,7 +342,7 @@ fn main() -> Result<()> {
             rate
         };
         let (mut best_threshold, mut best_selection) = (0.0, Rate::default());
-        for step in 0..=80 {
+        for step in 0..=120 {
             let th = step as f32 / 100.0;
             let rate = selection(th);
             if rate.hits > best_selection.hits {
@@ -314,7 +350,8 @@ fn main() -> Result<()> {
             }
         }
         retrieval.push(RetrievalReport {
-            scoring,
+            label,
+            options,
             top1,
             topk,
             selection_at_threshold: selection(threshold),
@@ -367,15 +404,21 @@ fn main() -> Result<()> {
             .worker_threads(1)
             .enable_all()
             .build()?;
+        let options = if args.semantic_only {
+            IndexOptions::SEMANTIC_ONLY
+        } else {
+            IndexOptions::default()
+        };
+        let options = IndexOptions {
+            no_tool_threshold: args.threshold.unwrap_or(options.no_tool_threshold),
+            ..options
+        };
         for variant in variants {
             let v = runtime.block_on(run_variant(
                 model.as_ref(),
                 variant,
                 &requests,
-                &index.with_options(IndexOptions {
-                    no_tool_threshold: threshold,
-                    ..IndexOptions::default()
-                }),
+                &index.with_options(options),
                 &definitions,
                 &plugin_of,
                 args.max_tokens,
@@ -397,11 +440,79 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// The scoring configurations reported, the default first (misses and per-plugin figures
+/// are printed for it); each with its own no-tool threshold. `grid` adds blend weight ×
+/// lexical weight combinations, for calibrating the defaults.
+fn configurations(grid: bool) -> Vec<(String, IndexOptions)> {
+    let default = IndexOptions::default();
+    let old = IndexOptions::SEMANTIC_ONLY;
+    let weight = |lexical_weight| IndexOptions {
+        lexical_weight,
+        ..default
+    };
+    let mut configurations: Vec<(String, IndexOptions)> = [
+        ("default: instruction + lexical", default),
+        ("semantic only, whole request (before)", old),
+        (
+            "semantic only, instruction",
+            IndexOptions {
+                instruction_only: true,
+                ..old
+            },
+        ),
+        (
+            "whole request + lexical",
+            IndexOptions {
+                instruction_only: false,
+                ..default
+            },
+        ),
+        (
+            "default, max scoring",
+            IndexOptions {
+                scoring: Scoring::Max,
+                ..default
+            },
+        ),
+        (
+            "default, mean scoring",
+            IndexOptions {
+                scoring: Scoring::Blend { max_weight: 0.0 },
+                ..default
+            },
+        ),
+        ("default, lexical weight 0.2", weight(0.2)),
+        ("default, lexical weight 0.6", weight(0.6)),
+        ("default, lexical weight 0.8", weight(0.8)),
+    ]
+    .into_iter()
+    .map(|(label, options)| (label.to_owned(), options))
+    .collect();
+    if grid {
+        for max_weight in [0.3, 0.4, 0.5, 0.6, 0.7] {
+            for lexical_weight in [0.2, 0.3, 0.4, 0.5, 0.6] {
+                configurations.push((
+                    format!("grid: blend {max_weight}, lexical {lexical_weight}"),
+                    IndexOptions {
+                        scoring: Scoring::Blend { max_weight },
+                        lexical_weight,
+                        ..default
+                    },
+                ));
+            }
+        }
+    }
+    configurations
+}
+
 fn miss(r: &EvalRequest, ranked: &[cairn_model::retrieval::RankedTool]) -> Miss {
     Miss {
         request: r.request.clone(),
         expected: r.expected_tool.clone(),
-        got: ranked.iter().map(|t| (t.name.clone(), t.score)).collect(),
+        got: ranked
+            .iter()
+            .map(|t| (t.name.clone(), t.score, t.semantic, t.lexical))
+            .collect(),
     }
 }
 
@@ -412,33 +523,41 @@ fn print_report(r: &Report) {
     );
     println!();
     println!(
-        "| scoring | top-1 | top-{} | selection @ {:.2} | best threshold | selection there |",
+        "| configuration | scoring | lexical weight | top-1 | top-{} | selection @ threshold | best threshold | selection there |",
         r.k,
-        r.retrieval.first().map_or(0.0, |x| x.threshold)
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for x in &r.retrieval {
         println!(
-            "| {} | {} | {} | {} | {:.2} | {} |",
-            scoring_name(x.scoring),
+            "| {} | {} | {:.2} | {} | {} | {} @ {:.2} | {:.2} | {} |",
+            x.label,
+            scoring_name(x.options.scoring),
+            x.options.lexical_weight,
             x.top1,
             x.topk,
             x.selection_at_threshold,
+            x.threshold,
             x.best_threshold,
             x.best_selection
         );
     }
-    if let Some(x) = r.retrieval.first() {
-        println!();
+    println!();
+    for x in &r.retrieval {
+        let per: Vec<String> = x
+            .per_plugin_top1
+            .iter()
+            .map(|(p, rate)| format!("{p} {rate}"))
+            .collect();
         println!(
-            "{}: no-tool best scores up to {:.3}; tool best scores down to {:.3}",
-            scoring_name(x.scoring),
+            "{}: top-1 {}; no-tool best up to {:.3}, tool best down to {:.3}",
+            x.label,
+            per.join(", "),
             x.no_tool_best_scores_max,
             x.tool_best_scores_min
         );
-        for (plugin, rate) in &x.per_plugin_top1 {
-            println!("  top-1 {plugin}: {rate}");
-        }
+    }
+    if let Some(x) = r.retrieval.first() {
+        println!();
         let show = |v: &[f32]| {
             v.iter()
                 .map(|m| format!("{m:.3}"))
@@ -466,6 +585,19 @@ fn print_report(r: &Report) {
             );
         }
         for v in &r.variants {
+            for m in &v.wrong {
+                println!(
+                    "  {} wrong: {:?} expected {} offered [{}] called {} ({})",
+                    v.variant,
+                    shorten(&m.request),
+                    m.expected.as_deref().unwrap_or("none"),
+                    m.offered.join(", "),
+                    m.called.as_deref().unwrap_or("none"),
+                    m.finish.as_deref().unwrap_or("model not asked")
+                );
+            }
+        }
+        for v in &r.variants {
             let per: Vec<String> = v
                 .per_plugin_selection
                 .iter()
@@ -476,9 +608,13 @@ fn print_report(r: &Report) {
     }
     if !r.misses.is_empty() {
         println!();
-        println!("Retrieval misses (default scoring):");
+        println!("Retrieval misses (default scoring; every request with --all):");
         for m in &r.misses {
-            let got: Vec<String> = m.got.iter().map(|(n, s)| format!("{n} {s:.3}")).collect();
+            let got: Vec<String> = m
+                .got
+                .iter()
+                .map(|(n, s, sem, lex)| format!("{n} {s:.3} ({sem:.3}+{lex:.2})"))
+                .collect();
             println!(
                 "  {:?} expected {} got [{}]",
                 shorten(&m.request),
@@ -623,6 +759,7 @@ async fn run_variant(
     let mut per_plugin_selection: BTreeMap<String, Rate> = BTreeMap::new();
     let mut total_ms = 0.0;
     let (mut model_calls, mut errors) = (0, 0);
+    let mut wrong = Vec::new();
     for r in requests {
         let started = Instant::now();
         let (tools, choice): (Vec<ToolDefinition>, ToolChoice) = match variant {
@@ -660,6 +797,8 @@ async fn run_variant(
                 }
             }
         };
+        let offered: Vec<String> = tools.iter().map(|t| t.name.clone()).collect();
+        let mut finish = None;
         let (picked, args_json) = if tools.is_empty() {
             (None, None)
         } else {
@@ -673,10 +812,13 @@ async fn run_variant(
                 temperature: Some(0.0),
             };
             match model.chat(&request).await {
-                Ok(answer) => match answer.message.tool_calls.first() {
-                    Some(call) => (Some(call.name.clone()), Some(call.arguments.clone())),
-                    None => (None, None),
-                },
+                Ok(answer) => {
+                    finish = Some(format!("{:?}", answer.finish_reason));
+                    match answer.message.tool_calls.first() {
+                        Some(call) => (Some(call.name.clone()), Some(call.arguments.clone())),
+                        None => (None, None),
+                    }
+                }
                 Err(e) => {
                     errors += 1;
                     eprintln!("model error on {:?}: {e}", shorten(&r.request));
@@ -687,6 +829,15 @@ async fn run_variant(
         total_ms += started.elapsed().as_secs_f64() * 1000.0;
         let right = picked == r.expected_tool;
         selection.add(right);
+        if !right {
+            wrong.push(ModelMiss {
+                request: r.request.clone(),
+                expected: r.expected_tool.clone(),
+                offered,
+                called: picked,
+                finish,
+            });
+        }
         let group = r
             .expected_tool
             .as_deref()
@@ -709,6 +860,7 @@ async fn run_variant(
         latency_ms_mean: total_ms / requests.len().max(1) as f64,
         model_calls,
         errors,
+        wrong,
     })
 }
 

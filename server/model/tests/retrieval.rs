@@ -6,7 +6,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use cairn_model::retrieval::{
-    EMBEDDING_DIM, IndexOptions, Scoring, SentenceEmbedder, ToolCandidate, ToolIndex,
+    DEFAULT_LEXICAL_WEIGHT, EMBEDDING_DIM, IndexOptions, Scoring, SentenceEmbedder, ToolCandidate,
+    ToolIndex,
 };
 
 fn embedder() -> Arc<SentenceEmbedder> {
@@ -215,6 +216,71 @@ fn ranking_is_deterministic_under_every_scoring() {
     }
 }
 
+#[test]
+fn pasted_rows_do_not_move_the_ranking() {
+    let index = ToolIndex::build(embedder(), &example_tools()).expect("index");
+    let instruction = "arrange these by weight, heaviest first:";
+    let pasted = format!(
+        "{instruction}\nparcel,weight,city\nP-1,12.5,Lyon\nP-2,3.1,Porto\nP-3,7.0,Graz\nP-4,0.4,Oslo"
+    );
+    let prepared = index.prepare(&pasted).expect("prepare");
+    assert_eq!(prepared.text, instruction);
+    let alone = index.rank(instruction, 3).expect("rank");
+    let with_rows = index.rank_prepared(&prepared, 3);
+    assert_eq!(alone, with_rows);
+    assert_eq!(with_rows[0].name, "sort_rows", "{with_rows:?}");
+
+    // The scoring from before embeds the rows too.
+    let before = index.with_options(IndexOptions::SEMANTIC_ONLY);
+    assert_eq!(before.prepare(&pasted).expect("prepare").text, pasted);
+}
+
+#[test]
+fn a_score_is_the_semantic_part_plus_the_weighted_lexical_part() {
+    let index = ToolIndex::build(embedder(), &example_tools()).expect("index");
+    assert_eq!(index.options().lexical_weight, DEFAULT_LEXICAL_WEIGHT);
+    let ranked = index
+        .rank("erase the duplicate task from my list", 14)
+        .expect("rank");
+    for t in &ranked {
+        let expected = t.semantic + DEFAULT_LEXICAL_WEIGHT * t.lexical;
+        assert!((t.score - expected).abs() < 1e-6, "{t:?}");
+        assert!((0.0..=1.0).contains(&t.lexical), "{t:?}");
+    }
+    assert!(ranked.iter().any(|t| t.lexical > 0.0), "{ranked:?}");
+    // No tool's texts hold a word of small talk (stopwords aside).
+    let chat = index.rank("hello there, how are you?", 14).expect("rank");
+    assert!(chat.iter().all(|t| t.lexical == 0.0), "{chat:?}");
+    let semantic_only = index
+        .with_options(IndexOptions {
+            lexical_weight: 0.0,
+            ..index.options()
+        })
+        .rank("erase the duplicate task from my list", 14)
+        .expect("rank");
+    assert!(semantic_only.iter().all(|t| t.score == t.semantic));
+}
+
+#[test]
+fn the_verb_separates_tools_that_share_their_topic() {
+    let index = ToolIndex::build(embedder(), &example_tools()).expect("index");
+    // all-MiniLM puts sort_rows a hair ahead (0.317 vs 0.315 when written); "keep" is a
+    // word only filter_rows' texts use.
+    let ranked = index
+        .rank("keep only the rows with a score above ninety", 3)
+        .expect("rank");
+    assert_eq!(ranked[0].name, "filter_rows", "{ranked:?}");
+    assert!(ranked[0].lexical > ranked[1].lexical, "{ranked:?}");
+    for (request, tool) in [
+        ("sort the attached sheet by the team column", "sort_rows"),
+        ("I want task 4 deleted", "delete_task"),
+        ("task 4 is completed", "complete_task"),
+    ] {
+        let ranked = index.rank(request, 3).expect("rank");
+        assert_eq!(ranked[0].name, tool, "{request:?} ranked {ranked:?}");
+    }
+}
+
 #[tokio::test]
 async fn async_ranking_runs_off_the_executor() {
     let index = ToolIndex::build(embedder(), &example_tools()).expect("index");
@@ -243,14 +309,14 @@ fn top_k_over_hundreds_of_tools_stays_fast() {
         })
         .collect();
     tools.extend(real);
-    let index = ToolIndex::build(e.clone(), &tools).expect("index");
+    let index = ToolIndex::build(e, &tools).expect("index");
     assert_eq!(index.len(), 514);
 
-    let query = e.embed("sum the hours per project").expect("embed");
+    let query = index.prepare("sum the hours per project").expect("prepare");
     let started = Instant::now();
     let runs = 100;
     for _ in 0..runs {
-        assert_eq!(index.rank_embedding(&query, 5).len(), 5);
+        assert_eq!(index.rank_prepared(&query, 5).len(), 5);
     }
     let score_ms = started.elapsed().as_secs_f64() * 1000.0 / f64::from(runs);
 

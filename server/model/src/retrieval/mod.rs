@@ -1,6 +1,6 @@
 //! Tool retrieval: rank the enabled tools against a request with a small
-//! sentence-embedding model (all-MiniLM-L6-v2) so only the best few are offered to the
-//! chat model.
+//! sentence-embedding model (all-MiniLM-L6-v2), helped by lexical (BM25) evidence, so only
+//! the best few are offered to the chat model.
 //!
 //! Why: the embedded SmolLM2-135M cannot be trusted to choose among many tools (its
 //! choice follows list position), and any model's prompt grows with every installed tool.
@@ -29,9 +29,12 @@
 
 mod embedder;
 mod index;
+mod instruction;
+mod lexical;
 
 pub use embedder::{EMBEDDING_DIM, MINILM_DIR_NAME, SentenceEmbedder};
 pub use index::{
-    BuildStats, DEFAULT_NO_TOOL_THRESHOLD, DEFAULT_SCORING, IndexOptions, RankedTool, Scoring,
-    ToolCandidate, ToolIndex,
+    BuildStats, DEFAULT_LEXICAL_WEIGHT, DEFAULT_NO_TOOL_THRESHOLD, DEFAULT_SCORING, IndexOptions,
+    PreparedQuery, RankedTool, Scoring, ToolCandidate, ToolIndex,
 };
+pub use instruction::{MAX_CELL_WORDS, instruction_text};
