@@ -13,7 +13,10 @@ use cairn_audit::{
     Actor, PluginId as LedgerPluginId, PolicyOutcome, RunId, StepKind, StepRecord, TenantId,
     ToolName as LedgerToolName, UserId,
 };
-use cairn_model::{ChatRequest, ChatResponse, FinishReason, ModelError, ToolCall, ToolChoice};
+use cairn_model::{
+    ChatRequest, ChatResponse, FinishReason, ModelError, Role, ToolCall, ToolChoice,
+    forced_call_token_budget,
+};
 use futures::future::join_all;
 use serde_json::Value;
 use tokio::sync::watch;
@@ -234,12 +237,26 @@ impl RunCtx<'_> {
                 Some(_) => ToolChoice::None,
                 None => ToolChoice::Auto,
             };
+            // A forced call may have to carry the request's data in its arguments: its
+            // token budget grows with the latest user message.
+            let max_tokens = match (&tool_choice, config.max_tokens) {
+                (ToolChoice::Tool(_), Some(cap)) => {
+                    let asked = messages
+                        .iter()
+                        .rev()
+                        .find(|m| m.role == Role::User)
+                        .and_then(|m| m.content.as_deref())
+                        .unwrap_or_default();
+                    Some(forced_call_token_budget(cap, asked))
+                }
+                (_, cap) => cap,
+            };
             let request = ChatRequest {
                 messages,
                 tools: self.catalog.definitions().to_vec(),
                 tool_choice,
                 parallel_tool_calls: config.parallel_tool_calls,
-                max_tokens: config.max_tokens,
+                max_tokens,
                 temperature: config.temperature,
             };
             let agent = self.actors.agent.clone();

@@ -31,7 +31,9 @@ use cairn_manifest::Manifest;
 use cairn_model::retrieval::{
     IndexOptions, PreparedQuery, Scoring, SentenceEmbedder, ToolCandidate, ToolIndex,
 };
-use cairn_model::{ChatMessage, ChatModel, ChatRequest, ToolChoice, ToolDefinition};
+use cairn_model::{
+    ChatMessage, ChatModel, ChatRequest, ToolChoice, ToolDefinition, forced_call_token_budget,
+};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -76,8 +78,9 @@ struct Args {
     /// The model name to ask the OpenAI-compatible server for.
     #[arg(long, default_value = "default")]
     model_name: String,
-    /// Cap on generated tokens per answer.
-    #[arg(long, default_value_t = 192)]
+    /// Cap on generated tokens per answer (the server's `EMBEDDED_MAX_TOKENS`); a request
+    /// that forces a call gets `forced_call_token_budget` of it, as in the server.
+    #[arg(long, default_value_t = 160)]
     max_tokens: u32,
     /// Also run the `hybrid` variant: retrieval's top tool forced when it leads the
     /// second by at least this score margin, otherwise the top k offered and the model
@@ -803,6 +806,10 @@ async fn run_variant(
             (None, None)
         } else {
             model_calls += 1;
+            let max_tokens = match choice {
+                ToolChoice::Tool(_) => forced_call_token_budget(max_tokens, &r.request),
+                _ => max_tokens,
+            };
             let request = ChatRequest {
                 messages: vec![ChatMessage::system(SYSTEM), ChatMessage::user(&r.request)],
                 tools,

@@ -117,6 +117,22 @@ pub enum ToolChoice {
     Tool(String),
 }
 
+/// The least token budget a request that forces a tool call gets, whatever the usual
+/// cap: the cap is there to stop a small model's text answers from rambling, but a forced
+/// reply is constrained to one JSON call, and its arguments legitimately run long (a
+/// pasted table restated as row objects repeats every column name per row). A quarter of
+/// the embedded model's 2,048-token context.
+pub const FORCED_CALL_MIN_TOKENS: u32 = 512;
+
+/// The token budget for a request that forces a tool call, given the usual `cap`: at least
+/// [`FORCED_CALL_MIN_TOKENS`], plus room to copy the request's own text into the
+/// arguments (about one token per two characters). The engine still stops at the
+/// context's end, and the grammar ends the reply as soon as the call's JSON closes.
+pub fn forced_call_token_budget(cap: u32, request_text: &str) -> u32 {
+    let room = u32::try_from(request_text.chars().count() / 2).unwrap_or(u32::MAX);
+    cap.max(FORCED_CALL_MIN_TOKENS).saturating_add(room)
+}
+
 /// One request to a model.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatRequest {
@@ -230,4 +246,21 @@ pub trait ChatModel: Send + Sync {
 
     /// Sends one request and streams the answer as it is generated.
     async fn chat_stream(&self, request: &ChatRequest) -> Result<ChatStream, ModelError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forced_call_budget_has_a_floor_and_grows_with_the_request() {
+        assert_eq!(forced_call_token_budget(160, ""), FORCED_CALL_MIN_TOKENS);
+        assert_eq!(forced_call_token_budget(1000, ""), 1000);
+        let table = "a,b\n".repeat(100);
+        assert_eq!(
+            forced_call_token_budget(160, &table),
+            FORCED_CALL_MIN_TOKENS + 200
+        );
+        assert_eq!(forced_call_token_budget(u32::MAX, &table), u32::MAX);
+    }
 }

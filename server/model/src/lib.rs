@@ -14,8 +14,9 @@ pub mod reasoning;
 pub mod retrieval;
 
 pub use chat::{
-    ChatDelta, ChatMessage, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason, Role,
-    ToolCall, ToolChoice, ToolDefinition, Usage,
+    ChatDelta, ChatMessage, ChatModel, ChatRequest, ChatResponse, ChatStream,
+    FORCED_CALL_MIN_TOKENS, FinishReason, Role, ToolCall, ToolChoice, ToolDefinition, Usage,
+    forced_call_token_budget,
 };
 pub use embedded::{EmbeddedConfig, EmbeddedModel};
 pub use error::ModelError;

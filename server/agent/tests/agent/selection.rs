@@ -219,6 +219,22 @@ async fn a_decided_selection_forces_the_first_call_and_no_call_after() {
     assert_eq!(requests[1]["tool_choice"], "none");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_call_gets_room_for_its_arguments_and_the_answer_keeps_the_cap() {
+    let pasted = "Add up the amounts for each month:\nmonth,amount\nJan,100\nFeb,70";
+    let w = world([call("list_tasks", json!({})), text("Done.")])
+        .selector(Arc::new(Decided("list_tasks")))
+        .config(|c| c.max_tokens = Some(64))
+        .build()
+        .await;
+    w.start(pasted).await.unwrap();
+    let requests = w.server.requests();
+    let budget = cairn_model::forced_call_token_budget(64, pasted);
+    assert!(budget >= cairn_model::FORCED_CALL_MIN_TOKENS + pasted.len() as u32 / 2);
+    assert_eq!(requests[0]["max_tokens"], json!(budget));
+    assert_eq!(requests[1]["max_tokens"], json!(64));
+}
+
 /// Selection is made again on resume, from the run's user message; the call that waited
 /// for approval runs whatever is offered now.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
