@@ -25,6 +25,12 @@ pub struct AgentConfig {
     pub deadline: Duration,
     /// Cap on generated tokens per model request.
     pub max_tokens: Option<u32>,
+    /// Whether a request that forces a tool call gets
+    /// [`forced_call_token_budget`](cairn_model::forced_call_token_budget) of `max_tokens`
+    /// instead of `max_tokens` itself: right for a deployment's default cap (there to stop
+    /// rambling text answers), wrong for a client's explicit `max_tokens`, which is a hard
+    /// limit. Off by default.
+    pub widen_forced_calls: bool,
     /// Sampling temperature; `None` keeps the provider's default.
     pub temperature: Option<f32>,
     /// Whether the model may call several tools in one turn (they run concurrently).
@@ -41,6 +47,7 @@ impl Default for AgentConfig {
             max_model_calls: 8,
             deadline: Duration::from_secs(120),
             max_tokens: None,
+            widen_forced_calls: false,
             temperature: None,
             parallel_tool_calls: true,
             approval: ApprovalPolicy::default(),

@@ -237,10 +237,10 @@ impl RunCtx<'_> {
                 Some(_) => ToolChoice::None,
                 None => ToolChoice::Auto,
             };
-            // A forced call may have to carry the request's data in its arguments: its
-            // token budget grows with the latest user message.
+            // A forced call may have to carry the request's data in its arguments: unless
+            // the cap is a client's hard limit, its budget grows with the latest user message.
             let max_tokens = match (&tool_choice, config.max_tokens) {
-                (ToolChoice::Tool(_), Some(cap)) => {
+                (ToolChoice::Tool(_), Some(cap)) if config.widen_forced_calls => {
                     let asked = messages
                         .iter()
                         .rev()

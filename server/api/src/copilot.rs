@@ -354,6 +354,8 @@ impl Copilot {
             max_model_calls: settings.max_model_calls,
             deadline: Duration::from_secs(settings.deadline_seconds),
             max_tokens: settings.max_tokens,
+            // The deployment's cap is for text answers; forced calls get room.
+            widen_forced_calls: true,
             approval,
             ..AgentConfig::default()
         };
@@ -399,7 +401,11 @@ impl Copilot {
                 None => extra,
             });
         }
-        config.max_tokens = overrides.max_tokens.or(config.max_tokens);
+        if let Some(cap) = overrides.max_tokens {
+            // The client's max_tokens is a hard limit, forced calls included.
+            config.max_tokens = Some(cap);
+            config.widen_forced_calls = false;
+        }
         config.temperature = overrides.temperature.or(config.temperature);
         let tenant_policy = config
             .approval

@@ -224,7 +224,10 @@ async fn a_forced_call_gets_room_for_its_arguments_and_the_answer_keeps_the_cap(
     let pasted = "Add up the amounts for each month:\nmonth,amount\nJan,100\nFeb,70";
     let w = world([call("list_tasks", json!({})), text("Done.")])
         .selector(Arc::new(Decided("list_tasks")))
-        .config(|c| c.max_tokens = Some(64))
+        .config(|c| {
+            c.max_tokens = Some(64);
+            c.widen_forced_calls = true;
+        })
         .build()
         .await;
     w.start(pasted).await.unwrap();
@@ -233,6 +236,19 @@ async fn a_forced_call_gets_room_for_its_arguments_and_the_answer_keeps_the_cap(
     assert!(budget >= cairn_model::FORCED_CALL_MIN_TOKENS + pasted.len() as u32 / 2);
     assert_eq!(requests[0]["max_tokens"], json!(budget));
     assert_eq!(requests[1]["max_tokens"], json!(64));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_token_limit_holds_for_forced_calls_too() {
+    let w = world([call("list_tasks", json!({})), text("Done.")])
+        .selector(Arc::new(Decided("list_tasks")))
+        .config(|c| c.max_tokens = Some(64))
+        .build()
+        .await;
+    w.start("What's on my list?").await.unwrap();
+    for request in w.server.requests() {
+        assert_eq!(request["max_tokens"], json!(64));
+    }
 }
 
 /// Selection is made again on resume, from the run's user message; the call that waited
