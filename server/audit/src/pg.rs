@@ -165,11 +165,11 @@ struct Moved {
 /// The PostgreSQL ledger.
 ///
 /// A step append is one round trip: its hash is computed here from the run head this
-/// process remembers, and `cairn_audit_append` locks the head, checks it is unchanged,
-/// and writes the step and the new head in one autocommitted statement. When the head
-/// has moved, nothing is written and the current head comes back; the append is
-/// recomputed and retried (after [`OPTIMISTIC_ATTEMPTS`], done in a transaction that locks
-/// the head first).
+/// process remembers, and one autocommitted statement moves the head only if it still is
+/// that tip (taking its row lock) and inserts the step under that lock. When the head has
+/// moved, nothing is written; the current head is read, and the append is recomputed and
+/// retried (after [`OPTIMISTIC_ATTEMPTS`], done in a transaction that locks the head
+/// first).
 ///
 /// Run starts and terminal steps also extend the tenant chain, which is one sequence per
 /// tenant. They are queued per tenant and written in batches: whoever gets the tenant's
