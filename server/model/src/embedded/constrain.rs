@@ -159,6 +159,7 @@ pub fn call_schema(tools: &[ToolDefinition]) -> Value {
         .enumerate()
         .map(|(i, t)| {
             let mut args = t.parameters.clone();
+            narrow_free_values(&mut args);
             cap_strings(&mut args);
             hoist_definitions(&mut args, &format!("t{i}_"), &mut defs);
             json!({
@@ -228,6 +229,86 @@ fn rewrite_refs(schema: &mut Value, prefix: &str) {
     }
 }
 
+/// The schema of a value the grammar lets a tool's schema leave free: a scalar.
+fn scalar_schema() -> Value {
+    json!({ "type": ["string", "number", "boolean", "null"] })
+}
+
+/// Narrows what a schema leaves free, for the grammar only: a value that may be any JSON
+/// (`true`, `{}`) becomes a scalar; an object's unlisted keys, when allowed
+/// (`additionalProperties: true`, or unset), get scalar values if the object lists no
+/// properties and are refused if it does. A small model given free rein nests objects
+/// until its token budget runs out (seen: a table's rows, objects with
+/// `additionalProperties: true`, written as ever deeper copies of JSON Schema), and no
+/// call comes out. Every reply the narrowed schema allows is still valid under the
+/// tool's own schema, which the loop checks the call against.
+fn narrow_free_values(schema: &mut Value) {
+    let Value::Object(map) = schema else {
+        return;
+    };
+    let is_object = map.get("type").is_some_and(|t| match t {
+        Value::String(t) => t == "object",
+        Value::Array(ts) => ts.iter().any(|t| t == "object"),
+        _ => false,
+    }) || map.contains_key("properties");
+    if is_object {
+        let lists_properties = map
+            .get("properties")
+            .is_some_and(|p| p.as_object().is_some_and(|p| !p.is_empty()));
+        let free = match map.get("additionalProperties") {
+            None | Some(Value::Bool(true)) => true,
+            Some(v) => is_any(v),
+        };
+        if free {
+            let unlisted = if lists_properties {
+                Value::Bool(false)
+            } else {
+                scalar_schema()
+            };
+            map.insert("additionalProperties".into(), unlisted);
+        }
+    }
+    for (key, v) in map.iter_mut() {
+        match key.as_str() {
+            "properties" | "$defs" | "definitions" | "patternProperties" => {
+                if let Value::Object(children) = v {
+                    for child in children.values_mut() {
+                        narrow_value(child);
+                    }
+                }
+            }
+            "items" | "additionalProperties" | "additionalItems" => narrow_value(v),
+            "anyOf" | "oneOf" | "allOf" | "prefixItems" => {
+                if let Value::Array(options) = v {
+                    options.iter_mut().for_each(narrow_value);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A schema in a value position: any JSON becomes a scalar, anything else is narrowed.
+fn narrow_value(v: &mut Value) {
+    if is_any(v) {
+        *v = scalar_schema();
+    } else {
+        narrow_free_values(v);
+    }
+}
+
+/// Whether a schema allows any JSON value: `true`, or an object without a keyword that
+/// constrains (only annotations such as `description`).
+fn is_any(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => *b,
+        Value::Object(m) => m
+            .keys()
+            .all(|k| matches!(k.as_str(), "description" | "title" | "examples" | "default")),
+        _ => false,
+    }
+}
+
 /// Adds `maxLength` to every string schema that has none (and no `enum`/`const`) and
 /// `maxItems` to every array schema without one, which only narrows what is valid.
 fn cap_strings(schema: &mut Value) {
@@ -284,4 +365,75 @@ pub fn apply_mask(matcher: &mut Matcher, logits: &mut [f32]) -> Result<(), Model
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_values_become_scalars_and_listed_objects_close() {
+        let mut rows = json!({
+            "type": "object",
+            "properties": {
+                "rows": {
+                    "type": ["array", "null"],
+                    "items": { "type": "object", "additionalProperties": true }
+                },
+                "extra": {},
+                "meta": { "description": "anything" },
+                "nested": { "type": "object", "properties": { "a": { "type": "string" } } },
+                "choice": { "anyOf": [{ "type": "object" }, { "type": "integer" }] }
+            }
+        });
+        narrow_free_values(&mut rows);
+        let scalar = scalar_schema();
+        assert_eq!(rows["additionalProperties"], json!(false));
+        assert_eq!(
+            rows["properties"]["rows"]["items"]["additionalProperties"],
+            scalar
+        );
+        assert_eq!(rows["properties"]["extra"], scalar);
+        assert_eq!(rows["properties"]["meta"], scalar);
+        assert_eq!(
+            rows["properties"]["nested"]["additionalProperties"],
+            json!(false)
+        );
+        assert_eq!(
+            rows["properties"]["choice"]["anyOf"][0]["additionalProperties"],
+            scalar
+        );
+        // What is already constrained stays as it was.
+        assert_eq!(
+            rows["properties"]["choice"]["anyOf"][1],
+            json!({ "type": "integer" })
+        );
+        let mut closed = json!({
+            "type": "object",
+            "additionalProperties": { "type": "integer" }
+        });
+        let before = closed.clone();
+        narrow_free_values(&mut closed);
+        assert_eq!(closed, before);
+    }
+
+    #[test]
+    fn a_narrowed_reply_is_valid_under_the_original_schema() {
+        let original = json!({
+            "type": "object",
+            "properties": {
+                "rows": { "type": "array", "items": { "type": "object", "additionalProperties": true } }
+            }
+        });
+        let mut narrowed = original.clone();
+        narrow_free_values(&mut narrowed);
+        let reply = json!({ "rows": [{ "month": "Jan", "amount": 100 }] });
+        for schema in [&original, &narrowed] {
+            assert!(jsonschema::is_valid(schema, &reply));
+        }
+        // The degenerate reply the model wrote without narrowing is refused by it.
+        let nested = json!({ "rows": [{ "row": { "type": "object" } }] });
+        assert!(jsonschema::is_valid(&original, &nested));
+        assert!(!jsonschema::is_valid(&narrowed, &nested));
+    }
 }
