@@ -251,6 +251,7 @@ impl RunCtx<'_> {
                 }
                 (_, cap) => cap,
             };
+            let request_cap = max_tokens;
             let request = ChatRequest {
                 messages,
                 tools: self.catalog.definitions().to_vec(),
@@ -294,6 +295,16 @@ impl RunCtx<'_> {
             .await?;
             if calls.is_empty() {
                 let text = response.message.content.unwrap_or_default();
+                if text.trim().is_empty() && response.finish_reason == FinishReason::Length {
+                    // Cut off before it said anything: an empty "answer" would hide that.
+                    let cap = request_cap.map_or("its limit".to_owned(), |n| format!("{n} tokens"));
+                    return self
+                        .fail(
+                            "model_reply_truncated",
+                            format!("the model's reply reached its token cap ({cap}) before it produced an answer or a complete tool call"),
+                        )
+                        .await;
+                }
                 self.append(&agent, StepKind::FinalAnswer { text: text.clone() })
                     .await?;
                 return Ok(RunOutcome::Completed {

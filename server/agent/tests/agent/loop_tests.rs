@@ -14,6 +14,34 @@ fn rows() -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_cut_off_before_anything_fails_the_run_rather_than_answering_nothing() {
+    let w = world([Step::text("").finish_reason("length").usage(100, 64)])
+        .config(|c| c.max_tokens = Some(64))
+        .build()
+        .await;
+    let outcome = w.start("Summarise everything").await.unwrap();
+    let RunOutcome::Failed { error_type, .. } = &outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(error_type, "model_reply_truncated");
+    let steps = w
+        .assert_trail(
+            outcome.run_id(),
+            &[
+                "user_message",
+                "model_request",
+                "model_response",
+                "run_failed",
+            ],
+        )
+        .await;
+    let StepKind::RunFailed { message, .. } = &steps[3] else {
+        unreachable!()
+    };
+    assert!(message.contains("64 tokens"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_step_tool_use_feeds_each_result_back_to_the_model() {
     let w = world([
         call("list_tasks", json!({})),
