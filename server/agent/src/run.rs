@@ -251,7 +251,6 @@ impl RunCtx<'_> {
                 }
                 (_, cap) => cap,
             };
-            let request_cap = max_tokens;
             let request = ChatRequest {
                 messages,
                 tools: self.catalog.definitions().to_vec(),
@@ -297,7 +296,9 @@ impl RunCtx<'_> {
                 let text = response.message.content.unwrap_or_default();
                 if text.trim().is_empty() && response.finish_reason == FinishReason::Length {
                     // Cut off before it said anything: an empty "answer" would hide that.
-                    let cap = request_cap.map_or("its limit".to_owned(), |n| format!("{n} tokens"));
+                    let cap = request
+                        .max_tokens
+                        .map_or("its limit".to_owned(), |n| format!("{n} tokens"));
                     return self
                         .fail(
                             "model_reply_truncated",
