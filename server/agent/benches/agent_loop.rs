@@ -134,6 +134,9 @@ impl Ledger for TimedLedger {
     fn backend(&self) -> cairn_audit::Backend {
         self.inner.backend()
     }
+    fn database(&self) -> cairn_audit::Database {
+        self.inner.database()
+    }
     async fn start_run(&self, new: cairn_audit::NewRun) -> cairn_audit::Result<cairn_audit::Run> {
         self.timed(self.inner.start_run(new)).await
     }

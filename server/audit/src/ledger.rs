@@ -44,6 +44,18 @@ impl Default for LedgerOptions {
     }
 }
 
+/// The database a ledger writes to, for the host state kept beside the ledger's tables
+/// (installations, plugin key-value data, run settings: `cairn-store`). One pool per
+/// process: the host's state and its ledger live in one database, so several hosts share
+/// both through it. Cheap to clone.
+#[derive(Clone, Debug)]
+pub enum Database {
+    /// A PostgreSQL pool.
+    Postgres(sqlx::PgPool),
+    /// A SQLite pool.
+    Sqlite(sqlx::SqlitePool),
+}
+
 /// The audit ledger. Both stores implement it with the same behaviour (one test suite
 /// runs against both); callers hold an `Arc<dyn Ledger>`.
 ///
@@ -55,6 +67,9 @@ impl Default for LedgerOptions {
 pub trait Ledger: Send + Sync {
     /// Which database this is.
     fn backend(&self) -> Backend;
+
+    /// The database under this ledger, for the host state stored beside it.
+    fn database(&self) -> Database;
 
     /// Starts a run: records its header, whose hash is the `prev_hash` of step 0, and
     /// anchors it in its tenant's chain (a `run_opened` record) in the same transaction,

@@ -46,7 +46,7 @@ mod verify;
 pub use canonical::{Hash, canonical_json};
 pub use error::{LedgerError, Result};
 pub use ids::{Actor, ConversationId, PluginId, RunId, TenantId, ToolName, UserId};
-pub use ledger::{Backend, Ledger, LedgerOptions, open};
+pub use ledger::{Backend, Database, Ledger, LedgerOptions, open};
 pub use model::{NewRun, NewStep, PurgeReport, Run, SealBody, StepRecord};
 pub use pg::PgLedger;
 pub use query::{CSV_HEADER, Cursor, MAX_PAGE, StepPage, StepQuery, write_csv, write_jsonl};

@@ -943,6 +943,10 @@ impl Ledger for PgLedger {
         Backend::Postgres
     }
 
+    fn database(&self) -> crate::ledger::Database {
+        crate::ledger::Database::Postgres(self.pool.clone())
+    }
+
     #[tracing::instrument(skip_all, fields(tenant = %new.tenant), err)]
     async fn start_run(&self, new: NewRun) -> Result<Run> {
         let started_at = truncate_micros(Utc::now());

@@ -310,6 +310,10 @@ impl Ledger for SqliteLedger {
         Backend::Sqlite
     }
 
+    fn database(&self) -> crate::ledger::Database {
+        crate::ledger::Database::Sqlite(self.pool.clone())
+    }
+
     #[tracing::instrument(skip_all, fields(tenant = %new.tenant), err)]
     async fn start_run(&self, new: NewRun) -> Result<Run> {
         let started_at = truncate_micros(Utc::now());

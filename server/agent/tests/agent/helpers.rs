@@ -293,6 +293,9 @@ impl Ledger for FailingLedger {
     fn backend(&self) -> Backend {
         self.inner.backend()
     }
+    fn database(&self) -> cairn_audit::Database {
+        self.inner.database()
+    }
     async fn start_run(&self, new: NewRun) -> cairn_audit::Result<Run> {
         self.inner.start_run(new).await
     }
