@@ -277,6 +277,7 @@ async fn drive(
                 user: user.clone(),
                 conversation_id: None,
                 message: "What's on my list?".into(),
+                settings: cairn_agent::RunSettings::default(),
             })
             .await
             .expect("run");

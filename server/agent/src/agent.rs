@@ -20,6 +20,7 @@ use crate::policy::ApprovalPolicy;
 use crate::replay::{PendingCall, Transcript};
 use crate::run::{Actors, RunCtx, planned_from_pending};
 use crate::selection::ToolSelector;
+use crate::settings::RunSettings;
 use crate::tools::{ToolExecution, ToolInvocation};
 
 /// A request to start a run.
@@ -33,6 +34,31 @@ pub struct StartRun {
     pub conversation_id: Option<ConversationId>,
     /// What they asked.
     pub message: String,
+    /// What the run asks for itself beyond the deployment's settings (recorded with it).
+    pub settings: RunSettings,
+}
+
+/// A direct invocation: one tool of an enabled plugin, with arguments, as a person named
+/// it. It takes the loop's path for a call (approval policy, schemas, the ledger before
+/// the action, egress records, one `error.type` mapping) without a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvokeTool {
+    /// Whose data the call may touch.
+    pub tenant: TenantId,
+    /// Who asked.
+    pub user: UserId,
+    /// The plugin, by its manifest id.
+    pub plugin: String,
+    /// The tool, by its manifest name.
+    pub tool: String,
+    /// The arguments, checked against the tool's `input_schema` before anything is
+    /// recorded.
+    pub arguments: serde_json::Value,
+    /// The caller is the person the call acts for and named this exact call: where the
+    /// policy asks for approval, the invocation is recorded as that person's approval and
+    /// the call runs. `false` for callers that act for someone else (an agent over MCP):
+    /// the run then pauses for a decision like any other.
+    pub approved_by_caller: bool,
 }
 
 /// How far a call to [`Agent::start`] or [`Agent::resume`] got. Nothing is held open in
@@ -102,6 +128,9 @@ pub struct RunInfo {
     /// The calls awaiting a decision (empty unless the status is awaiting approval).
     pub pending: Vec<PendingCall>,
 }
+
+/// The model a direct invocation's run records: no model takes part.
+pub const DIRECT_INVOKE_MODEL: &str = "direct-invoke";
 
 /// A request to stop a run, carried to the task driving it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,15 +237,61 @@ impl Agent {
         Ok((ActiveGuard { agent: self, run }, rx))
     }
 
-    /// The tenant's tools, narrowed by the selector (if any) to those for `request`.
-    async fn catalog(&self, tenant: &TenantId, request: Option<&str>) -> Result<Catalog> {
-        let tools = self
+    /// Records a new run and registers it as driven here; the guard unregisters it.
+    async fn open_run(
+        &self,
+        new: NewRun,
+        actors: Actors,
+        catalog: Catalog,
+        settings: RunSettings,
+    ) -> Result<(ActiveGuard<'_>, RunCtx<'_>)> {
+        let (tenant, user) = (new.tenant.clone(), new.user.clone());
+        let run = self
+            .deps
+            .ledger
+            .start_run(new)
+            .await
+            .map_err(|e| AgentError::ledger(None, "start_run", e))?;
+        tracing::Span::current().record("run", tracing::field::display(run.id));
+        let (guard, cancel) = self.register(&tenant, run.id)?;
+        let cx = RunCtx {
+            agent: self,
+            tenant,
+            user,
+            run: run.id,
+            actors,
+            transcript: Transcript::default(),
+            catalog,
+            cancel,
+            deadline: Instant::now() + self.config.deadline,
+            settings,
+        };
+        Ok((guard, cx))
+    }
+
+    /// The tenant's tools and the run's client tools, narrowed by the selector (if any) to
+    /// those for `request`; none offered when the run asked for none.
+    async fn catalog(
+        &self,
+        tenant: &TenantId,
+        request: Option<&str>,
+        settings: &RunSettings,
+    ) -> Result<Catalog> {
+        let mut tools = self
             .deps
             .tools
             .tools(tenant)
             .await
             .map_err(|e| AgentError::Tools(e.to_string()))?;
+        let client = settings
+            .client_available_tools()
+            .map_err(|reason| AgentError::Invalid {
+                what: "client tool",
+                reason,
+            })?;
+        tools.extend(client);
         let selection = match (&self.selector, request) {
+            _ if settings.no_tools => None,
             (Some(selector), Some(request)) => match selector.select(request, &tools).await {
                 Ok(s) => Some(s),
                 Err(e) => {
@@ -227,7 +302,9 @@ impl Agent {
             _ => None,
         };
         let mut catalog = Catalog::build(tools, &self.schemas).map_err(AgentError::Tools)?;
-        if let Some(s) = selection {
+        if settings.no_tools {
+            catalog.restrict(&[], false);
+        } else if let Some(s) = selection {
             catalog.restrict(&s.offered, s.require_first);
         }
         Ok(catalog)
@@ -245,38 +322,105 @@ impl Agent {
             user,
             conversation_id,
             message,
+            settings,
         } = request;
         let actors = Actors::new(&user)?;
-        let catalog = self.catalog(&tenant, Some(&message)).await?;
-        let run = self
-            .deps
-            .ledger
-            .start_run(NewRun {
-                tenant: tenant.clone(),
-                user: user.clone(),
-                conversation_id,
-                model: self.deps.model.name().to_string(),
-            })
-            .await
-            .map_err(|e| AgentError::ledger(None, "start_run", e))?;
-        tracing::Span::current().record("run", tracing::field::display(run.id));
-        let (_guard, cancel) = self.register(&tenant, run.id)?;
-        let mut cx = RunCtx {
-            agent: self,
+        let catalog = self.catalog(&tenant, Some(&message), &settings).await?;
+        let new = NewRun {
             tenant,
             user,
-            run: run.id,
-            actors,
-            transcript: Transcript::default(),
-            catalog,
-            cancel,
-            deadline: Instant::now() + self.config.deadline,
+            conversation_id,
+            model: self.deps.model.name().to_string(),
         };
+        let (_guard, mut cx) = self.open_run(new, actors, catalog, settings).await?;
         let user_actor = cx.actors.user.clone();
         let result = async {
+            cx.record_settings().await?;
             cx.append(&user_actor, StepKind::UserMessage { text: message })
                 .await?;
             cx.drive().await
+        }
+        .await;
+        self.settle(&mut cx, result).await
+    }
+
+    /// Runs one tool directly, as [`InvokeTool`] names it, through the loop's path for a
+    /// call: the approval policy decides (a denial is recorded and ends the run as
+    /// `failed` with `denied_by_policy`; a tool that needs approval is approved by the
+    /// caller's invocation when [`InvokeTool::approved_by_caller`], recorded as their
+    /// decision, and otherwise pauses the run like any other, to be resumed through
+    /// [`Agent::resume`]), the call is recorded before it runs, egress decisions and the
+    /// result (checked against the output schema) are recorded after, and the tool's
+    /// result is the run's answer.
+    ///
+    /// `Err` before anything is recorded for an unknown tool
+    /// ([`AgentError::UnknownTool`]) or arguments that do not match its input schema
+    /// ([`AgentError::InvalidArguments`]).
+    #[tracing::instrument(skip(self, request), fields(tenant = %request.tenant, user = %request.user, plugin = %request.plugin, tool = %request.tool, run))]
+    pub async fn invoke(&self, request: InvokeTool) -> Result<RunOutcome> {
+        let InvokeTool {
+            tenant,
+            user,
+            plugin,
+            tool,
+            arguments,
+            approved_by_caller,
+        } = request;
+        let settings = RunSettings {
+            mode: cairn_audit::RunMode::Direct,
+            ..RunSettings::default()
+        };
+        let catalog = self.catalog(&tenant, None, &settings).await?;
+        let entry = catalog
+            .by_plugin_tool(&plugin, &tool)
+            .filter(|e| e.plugin.as_str() != crate::settings::CLIENT_PLUGIN)
+            .cloned()
+            .ok_or_else(|| AgentError::UnknownTool {
+                plugin: plugin.clone(),
+                tool: tool.clone(),
+            })?;
+        if let Some((field, message)) = entry.schemas.first_input_violation(&arguments) {
+            return Err(AgentError::InvalidArguments { field, message });
+        }
+        let actors = Actors::new(&user)?;
+        let new = NewRun {
+            tenant,
+            user,
+            conversation_id: None,
+            model: DIRECT_INVOKE_MODEL.to_owned(),
+        };
+        let (_guard, mut cx) = self.open_run(new, actors, catalog, settings).await?;
+        let result = async {
+            cx.record_settings().await?;
+            let user_actor = cx.actors.user.clone();
+            let text = format!("direct invocation of {plugin}.{tool} with {arguments}");
+            cx.append(&user_actor, StepKind::UserMessage { text })
+                .await?;
+            match cx.direct(&entry, arguments).await? {
+                RunOutcome::AwaitingApproval { pending, .. } if approved_by_caller => {
+                    let by = cx.actors.user.clone();
+                    let mut planned = Vec::with_capacity(pending.len());
+                    for p in &pending {
+                        cx.append(
+                            &by,
+                            StepKind::ApprovalDecided {
+                                call_id: p.call_id.clone(),
+                                decided_by: cx.user.clone(),
+                                decided_at: Utc::now(),
+                                decision: ApprovalOutcome::Approve,
+                                reason: Some("the caller invoked the tool directly".into()),
+                            },
+                        )
+                        .await?;
+                        planned.push(planned_from_pending(&cx, p, true, String::new()));
+                    }
+                    if let Some(outcome) = cx.execute_and_record(planned).await? {
+                        return Ok(outcome);
+                    }
+                    cx.answer_direct().await
+                }
+                outcome => Ok(outcome),
+            }
         }
         .await;
         self.settle(&mut cx, result).await
@@ -321,7 +465,12 @@ impl Agent {
         })?;
         let pending = transcript.pending().to_vec();
         let decisions = match_decisions(run_id, &pending, decisions)?;
-        let catalog = self.catalog(tenant, transcript.last_user_message()).await?;
+        let settings = RunSettings::from_trail(&trail);
+        let request = match settings.mode {
+            cairn_audit::RunMode::Loop => transcript.last_user_message(),
+            cairn_audit::RunMode::Direct => None,
+        };
+        let catalog = self.catalog(tenant, request, &settings).await?;
         let mut cx = RunCtx {
             agent: self,
             tenant: tenant.clone(),
@@ -332,6 +481,7 @@ impl Agent {
             catalog,
             cancel,
             deadline: Instant::now() + self.config.deadline,
+            settings,
         };
         let expected_seq = trail.len() as u64;
         let result = async {
@@ -372,7 +522,10 @@ impl Agent {
             if let Some(outcome) = cx.execute_and_record(planned).await? {
                 return Ok(outcome);
             }
-            cx.drive().await
+            match cx.settings.mode {
+                cairn_audit::RunMode::Loop => cx.drive().await,
+                cairn_audit::RunMode::Direct => cx.answer_direct().await,
+            }
         }
         .await;
         match result {

@@ -46,6 +46,39 @@ impl CompiledSchemas {
     pub(crate) fn check_output(&self, value: &Value) -> Result<(), String> {
         check(&self.output, value, "output_schema")
     }
+
+    /// The first thing wrong with `arguments`, as (field, message): the field is a path
+    /// below `arguments` (`arguments.priority`), naming the member for a missing or
+    /// unexpected property, so a caller's 4xx can point at it.
+    pub(crate) fn first_input_violation(&self, arguments: &Value) -> Option<(String, String)> {
+        use jsonschema::error::ValidationErrorKind;
+        let validator = match &self.input {
+            Ok(v) => v,
+            Err(e) => {
+                return Some((
+                    "arguments".into(),
+                    format!("the tool's input_schema does not compile: {e}"),
+                ));
+            }
+        };
+        let error = validator.iter_errors(arguments).next()?;
+        let mut field = String::from("arguments");
+        for segment in error.instance_path().as_str().split('/').skip(1) {
+            field.push('.');
+            field.push_str(&segment.replace("~1", "/").replace("~0", "~"));
+        }
+        // `required` and `additionalProperties` fail at the parent object; name the member.
+        let member = match error.kind() {
+            ValidationErrorKind::Required { property } => property.as_str().map(str::to_owned),
+            ValidationErrorKind::AdditionalProperties { unexpected } => unexpected.first().cloned(),
+            _ => None,
+        };
+        if let Some(name) = member {
+            field.push('.');
+            field.push_str(&name);
+        }
+        Some((field, error.to_string()))
+    }
 }
 
 fn check(validator: &Result<Validator, String>, value: &Value, which: &str) -> Result<(), String> {
@@ -218,6 +251,14 @@ impl Catalog {
     /// The tool the run's first model request must call, if the selector decided it.
     pub(crate) fn required_first(&self) -> Option<&str> {
         self.required_first.as_deref()
+    }
+
+    /// Any tool of the catalog, offered or not, by its plugin and manifest name (what a
+    /// direct invocation names).
+    pub(crate) fn by_plugin_tool(&self, plugin: &str, tool: &str) -> Option<&Arc<Entry>> {
+        self.by_plugin_tool
+            .get(&(plugin.to_owned(), tool.to_owned()))
+            .map(|&i| &self.entries[i])
     }
 
     /// The offered tool the model called by `name`.

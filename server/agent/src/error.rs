@@ -90,6 +90,23 @@ pub enum AgentError {
     /// The tool executor could not list the tenant's tools.
     #[error("listing the tools available to the tenant failed: {0}")]
     Tools(String),
+    /// A direct invocation named a tool the tenant has no enabled plugin for.
+    #[error("the tenant has no enabled tool {tool:?} in plugin {plugin:?}")]
+    UnknownTool {
+        /// The plugin named.
+        plugin: String,
+        /// The tool named.
+        tool: String,
+    },
+    /// A direct invocation's arguments do not match the tool's input schema; nothing was
+    /// recorded or run.
+    #[error("{field}: {message}")]
+    InvalidArguments {
+        /// Where, as a path like `arguments.priority`.
+        field: String,
+        /// What is wrong there.
+        message: String,
+    },
     /// A value did not parse into a ledger identifier.
     #[error("invalid {what}: {reason}")]
     Invalid {

@@ -20,6 +20,7 @@
 //!         user: UserId::parse("alice").unwrap(),
 //!         conversation_id: None,
 //!         message: "Remind me to renew my passport".into(),
+//!         settings: RunSettings::default(),
 //!     })
 //!     .await?;
 //! if let RunOutcome::AwaitingApproval { run_id, pending } = outcome {
@@ -40,7 +41,7 @@
 //! Tool retrieval is an optional hook: [`Agent::with_tool_selector`] with a
 //! [`RetrievalSelector`] offers the model only the tools that best match the request.
 //!
-//! Modules: `run` (the state machine), `catalog` (tools offered, schema validation),
+//! Modules: `run` (the state machine), `settings` (what one run asks for itself), `catalog` (tools offered, schema validation),
 //! `selection` (which tools are offered),
 //! `policy` (approval gating), `replay` (the conversation as a fold over ledger steps),
 //! `agent` (the public API), `error`.
@@ -56,9 +57,10 @@ mod run;
 #[cfg(feature = "runtime")]
 mod runtime_tools;
 mod selection;
+mod settings;
 mod tools;
 
-pub use agent::{Agent, ApprovalDecision, RunInfo, RunOutcome, StartRun};
+pub use agent::{Agent, ApprovalDecision, InvokeTool, RunInfo, RunOutcome, StartRun};
 pub use config::{AgentConfig, AgentDeps};
 pub use error::{AgentError, Result};
 pub use policy::{ApprovalMode, ApprovalPolicy, Gate, TenantApprovalPolicy};
@@ -66,6 +68,7 @@ pub use replay::PendingCall;
 #[cfg(feature = "runtime")]
 pub use runtime_tools::RuntimeTools;
 pub use selection::{RetrievalConfig, RetrievalSelector, ToolSelection, ToolSelector};
+pub use settings::{CLIENT_PLUGIN, RunSettings};
 pub use tools::{
     AvailableTool, PolicyRecord, ToolExecution, ToolExecutor, ToolFailure, ToolInvocation,
 };

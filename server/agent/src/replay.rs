@@ -136,7 +136,7 @@ impl Transcript {
                 tool_name,
                 call_id,
                 arguments,
-            } => self.turn(step)?.calls.push(RecordedCall {
+            } => self.call_turn().calls.push(RecordedCall {
                 call_id: call_id.clone(),
                 plugin: plugin_id.clone(),
                 tool: tool_name.clone(),
@@ -186,12 +186,42 @@ impl Transcript {
                     self.decided.entry(call_id.clone()).or_insert(*decision);
                 }
             }
-            StepKind::PolicyDecision { .. }
+            StepKind::RunConfigured { .. }
+            | StepKind::AdminAction { .. }
+            | StepKind::PolicyDecision { .. }
             | StepKind::FinalAnswer { .. }
             | StepKind::RunFailed { .. }
             | StepKind::RunCancelled { .. } => {}
         }
         Ok(())
+    }
+
+    /// The turn a `tool_call` belongs to: the model's latest, or for a direct invocation
+    /// (a call named by a person, with no model turn) a turn of its own.
+    fn call_turn(&mut self) -> &mut Turn {
+        if !matches!(self.items.last(), Some(Item::Turn(_))) {
+            self.items.push(Item::Turn(Turn::default()));
+        }
+        match self.items.last_mut() {
+            Some(Item::Turn(t)) => t,
+            _ => unreachable!("a turn was just pushed"),
+        }
+    }
+
+    /// The id of the latest turn's last call.
+    pub(crate) fn last_call_id(&self) -> Option<&str> {
+        match self.items.last() {
+            Some(Item::Turn(t)) => t.calls.last().map(|c| c.call_id.as_str()),
+            _ => None,
+        }
+    }
+
+    /// The recorded outcome of call `call_id` of the latest turn, if it has one.
+    pub(crate) fn result_of(&self, call_id: &str) -> Option<&CallResult> {
+        match self.items.last() {
+            Some(Item::Turn(t)) => t.results.get(call_id),
+            _ => None,
+        }
     }
 
     fn turn(&mut self, step: &StepKind) -> Result<&mut Turn, String> {

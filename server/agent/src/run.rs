@@ -26,7 +26,8 @@ use crate::agent::{Agent, CancelRequest, RunOutcome};
 use crate::catalog::{Catalog, Entry};
 use crate::error::{AgentError, Result};
 use crate::policy::Gate;
-use crate::replay::{PendingCall, Transcript};
+use crate::replay::{CallResult, PendingCall, Transcript};
+use crate::settings::{CLIENT_PLUGIN, RunSettings};
 use crate::tools::{ToolExecution, ToolInvocation};
 
 /// Why a run stopped before its next action.
@@ -110,6 +111,8 @@ pub(crate) struct RunCtx<'a> {
     pub catalog: Catalog,
     pub cancel: watch::Receiver<Option<CancelRequest>>,
     pub deadline: Instant,
+    /// What the run asked for itself (recorded as its `run_configured` step).
+    pub settings: RunSettings,
 }
 
 impl RunCtx<'_> {
@@ -138,6 +141,75 @@ impl RunCtx<'_> {
                 reason,
             })?;
         Ok(record)
+    }
+
+    /// Records the run's own settings, if it has any: before anything else, so a resume
+    /// anywhere reads them back.
+    pub(crate) async fn record_settings(&mut self) -> Result<()> {
+        if let Some(step) = self.settings.step() {
+            let actor = self.actors.user.clone();
+            self.append(&actor, step).await?;
+        }
+        Ok(())
+    }
+
+    /// A direct invocation's one call: gated by the policy, recorded, run, and its
+    /// outcome made the run's answer (or the run paused for approval).
+    pub(crate) async fn direct(
+        &mut self,
+        entry: &Arc<Entry>,
+        arguments: Value,
+    ) -> Result<RunOutcome> {
+        let call_id = format!("call_{}", uuid::Uuid::new_v4().simple());
+        let planned = Planned {
+            call_id: call_id.clone(),
+            plugin: Some(entry.ledger_plugin.clone()),
+            tool: entry.ledger_tool.clone(),
+            recorded_arguments: arguments.clone(),
+            action: self.gate(entry, arguments),
+        };
+        match self.tool_phase(vec![planned]).await? {
+            Phase::Continue => self.answer_direct().await,
+            Phase::Paused(pending) => Ok(RunOutcome::AwaitingApproval {
+                run_id: self.run,
+                pending,
+            }),
+            Phase::Ended(outcome) => Ok(outcome),
+        }
+    }
+
+    /// Ends a direct invocation with its call's recorded outcome: the result is the
+    /// answer; an error (the policy's or the user's denial included) fails the run with
+    /// the same `error.type` the loop would have told the model.
+    pub(crate) async fn answer_direct(&mut self) -> Result<RunOutcome> {
+        let outcome = self
+            .transcript
+            .last_call_id()
+            .and_then(|id| self.transcript.result_of(id))
+            .cloned();
+        match outcome {
+            Some(CallResult::Ok(value)) => {
+                let agent = self.actors.agent.clone();
+                let text = value.to_string();
+                self.append(&agent, StepKind::FinalAnswer { text: text.clone() })
+                    .await?;
+                Ok(RunOutcome::Completed {
+                    run_id: self.run,
+                    answer: text,
+                })
+            }
+            Some(CallResult::Err {
+                error_type,
+                message,
+            }) => self.fail(&error_type, message).await,
+            None => {
+                self.fail(
+                    "internal_error",
+                    "the direct invocation's call has no recorded outcome".into(),
+                )
+                .await
+            }
+        }
     }
 
     /// The stop that applies now, if any.
@@ -225,11 +297,10 @@ impl RunCtx<'_> {
                     )
                     .await;
             }
+            let system = self.settings.system_prompt(config.system_prompt.as_deref());
             let messages = self
                 .transcript
-                .messages(config.system_prompt.as_deref(), |p, t| {
-                    self.catalog.model_name_of(p, t)
-                });
+                .messages(system.as_deref(), |p, t| self.catalog.model_name_of(p, t));
             // A selector that decided the call makes the plan: the first request must
             // make that call, later ones answer from its result (`tool_choice: none`).
             let tool_choice = match self.catalog.required_first() {
@@ -239,8 +310,10 @@ impl RunCtx<'_> {
             };
             // A forced call may have to carry the request's data in its arguments: unless
             // the cap is a client's hard limit, its budget grows with the latest user message.
-            let max_tokens = match (&tool_choice, config.max_tokens) {
-                (ToolChoice::Tool(_), Some(cap)) if config.widen_forced_calls => {
+            // A client's own cap is a hard limit, forced calls included.
+            let widen = config.widen_forced_calls && self.settings.max_tokens.is_none();
+            let max_tokens = match (&tool_choice, self.settings.max_tokens.or(config.max_tokens)) {
+                (ToolChoice::Tool(_), Some(cap)) if widen => {
                     let asked = messages
                         .iter()
                         .rev()
@@ -257,7 +330,7 @@ impl RunCtx<'_> {
                 tool_choice,
                 parallel_tool_calls: config.parallel_tool_calls,
                 max_tokens,
-                temperature: config.temperature,
+                temperature: self.settings.temperature.or(config.temperature),
             };
             let agent = self.actors.agent.clone();
             self.append(
@@ -390,6 +463,15 @@ impl RunCtx<'_> {
 
     /// Applies the approval policy to a valid call.
     pub(crate) fn gate(&self, entry: &Arc<Entry>, arguments: Value) -> Action {
+        if entry.plugin.as_str() == CLIENT_PLUGIN {
+            return Action::Ask {
+                rule: "client_tool".into(),
+                reason: format!(
+                    "{} is the client's tool: the client runs it",
+                    entry.spec.name
+                ),
+            };
+        }
         let policy = self.agent.policy();
         match policy.decide(
             self.tenant.as_str(),
@@ -410,7 +492,11 @@ impl RunCtx<'_> {
     /// what may run, records the results in call order, and pauses if anything waits for
     /// approval.
     async fn tool_phase(&mut self, planned: Vec<Planned>) -> Result<Phase> {
-        let model = self.actors.model.clone();
+        // A direct invocation's call is the person's, not the model's.
+        let model = match self.settings.mode {
+            cairn_audit::RunMode::Loop => self.actors.model.clone(),
+            cairn_audit::RunMode::Direct => self.actors.user.clone(),
+        };
         let policy = self.actors.policy.clone();
         for p in &planned {
             self.append(
@@ -529,8 +615,8 @@ impl RunCtx<'_> {
                     self.append(&agent_actor, error(error_type, message.clone()))
                         .await?;
                 }
-                Action::PolicyDenied { reason, .. } => {
-                    let message = format!("{reason}; the call was not run");
+                Action::PolicyDenied { reason, rule } => {
+                    let message = format!("{reason} (rule {rule}); the call was not run");
                     self.append(&agent_actor, error("denied_by_policy", message))
                         .await?;
                 }
@@ -686,6 +772,13 @@ pub(crate) fn planned_from_pending(
         .by_recorded(pending.plugin.as_ref(), &pending.tool);
     let action = match (approve, entry) {
         (false, _) => Action::UserDenied { message: denial },
+        (true, Some(entry)) if entry.plugin.as_str() == CLIENT_PLUGIN => Action::Invalid {
+            error_type: "client_tool",
+            message: format!(
+                "{} is the client's tool: the client runs it, Cairn does not",
+                entry.spec.name
+            ),
+        },
         (true, None) => Action::Invalid {
             error_type: "unknown_tool",
             message: format!(

@@ -11,10 +11,10 @@
 //! - [`LazyRetrieval`] narrows the tools offered to a run to the best-ranked few
 //!   (all-MiniLM-L6-v2, loaded on the first run that needs it); on by default for the
 //!   embedded model, see [`build_selector`].
-//! - [`Copilot`] holds the shared [`Agent`] and builds a per-request one for chat
-//!   completions, whose tools may include ones the *client* supplied
-//!   ([`CLIENT_PLUGIN`]): the policy asks before every call to those, so the run pauses
-//!   instead of executing them, and the API hands the calls back to the client.
+//! - [`Copilot`] holds the one shared [`Agent`]: every run, direct invocation, approval
+//!   and cancellation goes through it; what one request asks for itself (a chat client's
+//!   tools, system message, token cap) travels with the run as its
+//!   [`RunSettings`](cairn_agent::RunSettings).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use async_trait::async_trait;
 use cairn_agent::{
-    Agent, AgentConfig, AgentDeps, ApprovalMode, ApprovalPolicy, AvailableTool, RetrievalConfig,
+    Agent, AgentConfig, AgentDeps, ApprovalPolicy, AvailableTool, RetrievalConfig,
     RetrievalSelector, RuntimeTools, ToolExecution, ToolExecutor, ToolFailure, ToolInvocation,
     ToolSelection, ToolSelector,
 };
@@ -37,10 +37,6 @@ use tokio::sync::OnceCell;
 use crate::config::{AgentSettings, ModelConfig};
 use crate::http::metrics::Metrics;
 use crate::registry::Registry;
-
-/// The plugin id under which tools supplied by a chat completions client are offered and
-/// recorded. Calls to them never run on the server.
-pub const CLIENT_PLUGIN: &str = "client";
 
 /// Builds the configured chat model. The embedded one is not loaded here.
 pub fn build_model(config: &ModelConfig) -> anyhow::Result<Arc<dyn ChatModel>> {
@@ -128,8 +124,9 @@ impl ToolExecutor for RegistryTools {
     async fn tools(&self, tenant: &TenantId) -> Result<Vec<AvailableTool>, ToolFailure> {
         Ok(self
             .registry
-            .enabled_manifests(tenant.as_str())
+            .enabled_manifests(tenant)
             .await
+            .map_err(|e| ToolFailure::new("host", format!("listing the tenant's plugins: {e}")))?
             .iter()
             .flat_map(|m| {
                 m.tools.iter().map(|spec| AvailableTool {
@@ -142,11 +139,7 @@ impl ToolExecutor for RegistryTools {
 
     async fn execute(&self, call: ToolInvocation) -> ToolExecution {
         let (plugin_id, tool) = (call.plugin.to_string(), call.tool.clone());
-        let plugin = match self
-            .registry
-            .enabled_plugin(call.tenant.as_str(), &plugin_id)
-            .await
-        {
+        let plugin = match self.registry.enabled_plugin(&call.tenant, &plugin_id).await {
             Ok((_, plugin)) => plugin,
             Err(e) => {
                 return ToolExecution {
@@ -167,40 +160,6 @@ impl ToolExecutor for RegistryTools {
             started.elapsed(),
         );
         execution
-    }
-}
-
-/// The server's tools plus a chat completions client's own, which are listed (so the
-/// model is offered them) but never executed here.
-struct WithClientTools {
-    inner: Arc<dyn ToolExecutor>,
-    client: Vec<AvailableTool>,
-    /// `tool_choice: "none"`: offer nothing at all.
-    offer_none: bool,
-}
-
-#[async_trait]
-impl ToolExecutor for WithClientTools {
-    async fn tools(&self, tenant: &TenantId) -> Result<Vec<AvailableTool>, ToolFailure> {
-        if self.offer_none {
-            return Ok(Vec::new());
-        }
-        let mut tools = self.inner.tools(tenant).await?;
-        tools.extend(self.client.iter().cloned());
-        Ok(tools)
-    }
-
-    async fn execute(&self, call: ToolInvocation) -> ToolExecution {
-        if call.plugin.as_str() == CLIENT_PLUGIN {
-            return ToolExecution {
-                outcome: Err(ToolFailure::new(
-                    "client_tool",
-                    format!("{} is the client's tool; the client runs it", call.tool),
-                )),
-                records: Vec::new(),
-            };
-        }
-        self.inner.execute(call).await
     }
 }
 
@@ -306,27 +265,10 @@ impl ToolSelector for LazyRetrieval {
     }
 }
 
-/// What one chat completion asks of the loop beyond the deployment's settings.
-#[derive(Debug, Default)]
-pub struct ChatOverrides {
-    /// Extra system instructions (the request's system messages).
-    pub system: Option<String>,
-    /// Tools the client supplied.
-    pub client_tools: Vec<AvailableTool>,
-    /// `tool_choice: "none"`.
-    pub offer_none: bool,
-    /// `max_tokens`.
-    pub max_tokens: Option<u32>,
-    /// `temperature`.
-    pub temperature: Option<f32>,
-}
-
 /// The reasoning loop as the server runs it.
 pub struct Copilot {
     agent: Arc<Agent>,
-    config: AgentConfig,
     deps: AgentDeps,
-    selector: Option<Arc<dyn ToolSelector>>,
 }
 
 impl Copilot {
@@ -364,14 +306,14 @@ impl Copilot {
             ledger,
             tools,
         };
+        let agent = Agent::new(config, deps.clone());
+        let agent = match selector {
+            Some(s) => agent.with_tool_selector(s),
+            None => agent,
+        };
         Ok(Self {
-            agent: Arc::new(with_selector(
-                Agent::new(config.clone(), deps.clone()),
-                selector.as_ref(),
-            )),
-            config,
+            agent: Arc::new(agent),
             deps,
-            selector,
         })
     }
 
@@ -388,55 +330,6 @@ impl Copilot {
     /// The model's name, as runs record it.
     pub fn model_name(&self) -> &str {
         self.deps.model.name()
-    }
-
-    /// An agent for one chat completion in `tenant`: the deployment's settings with the
-    /// request's, and the client's tools offered beside the server's, each gated
-    /// `always_ask` so that a call to one pauses the run rather than running.
-    pub fn for_chat(&self, tenant: &TenantId, overrides: ChatOverrides) -> Arc<Agent> {
-        let mut config = self.config.clone();
-        if let Some(extra) = overrides.system {
-            config.system_prompt = Some(match config.system_prompt.take() {
-                Some(base) => format!("{base}\n\n{extra}"),
-                None => extra,
-            });
-        }
-        if let Some(cap) = overrides.max_tokens {
-            // The client's max_tokens is a hard limit, forced calls included.
-            config.max_tokens = Some(cap);
-            config.widen_forced_calls = false;
-        }
-        config.temperature = overrides.temperature.or(config.temperature);
-        let tenant_policy = config
-            .approval
-            .tenants
-            .entry(tenant.as_str().to_owned())
-            .or_default();
-        for tool in &overrides.client_tools {
-            tenant_policy.tools.insert(
-                format!("{CLIENT_PLUGIN}.{}", tool.spec.name),
-                ApprovalMode::AlwaysAsk,
-            );
-        }
-        let deps = AgentDeps {
-            tools: Arc::new(WithClientTools {
-                inner: Arc::clone(&self.deps.tools),
-                client: overrides.client_tools,
-                offer_none: overrides.offer_none,
-            }),
-            ..self.deps.clone()
-        };
-        Arc::new(with_selector(
-            Agent::new(config, deps),
-            self.selector.as_ref(),
-        ))
-    }
-}
-
-fn with_selector(agent: Agent, selector: Option<&Arc<dyn ToolSelector>>) -> Agent {
-    match selector {
-        Some(s) => agent.with_tool_selector(Arc::clone(s)),
-        None => agent,
     }
 }
 

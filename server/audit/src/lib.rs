@@ -51,5 +51,7 @@ pub use model::{NewRun, NewStep, PurgeReport, Run, SealBody, StepRecord};
 pub use pg::PgLedger;
 pub use query::{CSV_HEADER, Cursor, MAX_PAGE, StepPage, StepQuery, write_csv, write_jsonl};
 pub use sqlite::SqliteLedger;
-pub use step::{ApprovalOutcome, PolicyOutcome, RunStatus, StepKind, step_schema};
+pub use step::{
+    ApprovalOutcome, ClientTool, PolicyOutcome, RunMode, RunStatus, StepKind, step_schema,
+};
 pub use verify::{Break, Problem, VerifyCounts, VerifyReport};

@@ -13,6 +13,47 @@ use crate::ids::{Actor, PluginId, ToolName, UserId};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StepKind {
+    /// What the run was asked with beyond the deployment's settings, recorded before
+    /// anything else happens, so that a paused run resumes (in any process) exactly as it
+    /// was asked. Runs with nothing of their own record none.
+    RunConfigured {
+        /// `loop` (the model decides what to call) or `direct` (one call named by the
+        /// caller; no model).
+        mode: RunMode,
+        /// The client's own system instructions, added after the deployment's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        system: Option<String>,
+        /// Tools the client supplied: offered to the model, never run by Cairn; a call to
+        /// one pauses the run and is handed back to the client.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        client_tools: Vec<ClientTool>,
+        /// `tool_choice: "none"`: no tool is offered at all.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        no_tools: bool,
+        /// The client's cap on generated tokens per model request (a hard limit).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_tokens: Option<u32>,
+        /// The client's sampling temperature.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        temperature: Option<f32>,
+    },
+    /// An administrator changed the deployment: installed, enabled, disabled, configured,
+    /// upgraded or uninstalled a plugin, or changed the approval policy. `before` and
+    /// `after` are the state the action replaced and left (a secret setting's value never
+    /// appears, only whether it is set).
+    AdminAction {
+        /// What was done, e.g. `plugin.install`, `plugin.config`, `approval_policy.set`.
+        action: String,
+        /// What it was done to: an installation id, or `approval_policy`.
+        target: String,
+        /// The plugin concerned, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        plugin_id: Option<PluginId>,
+        /// The state before (null when there was none).
+        before: serde_json::Value,
+        /// The state after (null when there is none any more).
+        after: serde_json::Value,
+    },
     /// The user's request as received.
     UserMessage {
         /// The message text.
@@ -204,6 +245,31 @@ pub enum StepKind {
     },
 }
 
+/// How a run decides what to call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunMode {
+    /// The reasoning loop: the model decides.
+    #[default]
+    Loop,
+    /// A direct invocation: the caller named one tool and its arguments; no model runs,
+    /// and the tool's result is the answer.
+    Direct,
+}
+
+/// A tool a client supplied with its request (OpenAI's `tools[].function`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTool {
+    /// The function's name, as the client spelled it.
+    pub name: String,
+    /// What it does.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// The JSON Schema of its arguments.
+    pub parameters: serde_json::Value,
+}
+
 /// The outcome of a policy check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -277,6 +343,8 @@ impl StepKind {
     /// The `kind` tag, as stored in its own column for filtering.
     pub fn kind_name(&self) -> &'static str {
         match self {
+            StepKind::RunConfigured { .. } => "run_configured",
+            StepKind::AdminAction { .. } => "admin_action",
             StepKind::UserMessage { .. } => "user_message",
             StepKind::ModelRequest { .. } => "model_request",
             StepKind::ModelResponse { .. } => "model_response",
@@ -293,7 +361,9 @@ impl StepKind {
     }
 
     /// Every kind tag, for validating query filters.
-    pub const KIND_NAMES: [&'static str; 12] = [
+    pub const KIND_NAMES: [&'static str; 14] = [
+        "run_configured",
+        "admin_action",
         "user_message",
         "model_request",
         "model_response",
@@ -326,7 +396,8 @@ impl StepKind {
             | StepKind::PolicyDecision { plugin_id, .. }
             | StepKind::ApprovalRequested { plugin_id, .. }
             | StepKind::ToolResult { plugin_id, .. }
-            | StepKind::ToolError { plugin_id, .. } => plugin_id.as_ref(),
+            | StepKind::ToolError { plugin_id, .. }
+            | StepKind::AdminAction { plugin_id, .. } => plugin_id.as_ref(),
             _ => None,
         }
     }

@@ -476,6 +476,7 @@ impl World {
                 user: user(),
                 conversation_id: None,
                 message: message.into(),
+                settings: cairn_agent::RunSettings::default(),
             })
             .await
     }

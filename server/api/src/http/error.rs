@@ -48,6 +48,9 @@ pub enum ApiError {
     /// 403: authenticated, but lacks the role.
     #[error("{0}")]
     Forbidden(String),
+    /// 403: the approval policy refuses the action; the message names the rule.
+    #[error("{0}")]
+    PolicyDenied(String),
     /// 404: no such thing (or it belongs to another tenant: the same answer, on purpose).
     #[error("{0}")]
     NotFound(String),
@@ -152,6 +155,9 @@ impl ApiError {
                 (StatusCode::UNAUTHORIZED, "unauthorized", m.clone(), None)
             }
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m.clone(), None),
+            ApiError::PolicyDenied(m) => {
+                (StatusCode::FORBIDDEN, "denied_by_policy", m.clone(), None)
+            }
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m.clone(), None),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -31,16 +31,14 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use cairn_agent::{AvailableTool, RunOutcome, StartRun};
-use cairn_audit::{Actor, RunId, StepKind, TenantId};
-use cairn_manifest::ToolSpec;
+use cairn_agent::{AvailableTool, CLIENT_PLUGIN, RunOutcome, RunSettings, StartRun};
+use cairn_audit::{Actor, ClientTool, RunId, StepKind, TenantId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::copilot::{CLIENT_PLUGIN, ChatOverrides};
 use crate::http::AppState;
 use crate::http::auth::{AuthUser, Role};
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
@@ -331,11 +329,9 @@ fn conversation(messages: &[InputMessage]) -> ApiResult<(String, Option<String>)
     Ok((message, system))
 }
 
-/// The client's tools as the loop lists them, checked one by one.
-fn client_tools(tools: &[InputTool], server: &[AvailableTool]) -> ApiResult<Vec<AvailableTool>> {
-    let plugin = cairn_manifest::PluginId::try_from(CLIENT_PLUGIN)
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("client plugin id: {e}")))?;
-    let mut out: Vec<AvailableTool> = Vec::with_capacity(tools.len());
+/// The client's tools, checked one by one (the run records them; the loop offers them).
+fn client_tools(tools: &[InputTool], server: &[AvailableTool]) -> ApiResult<Vec<ClientTool>> {
+    let mut out: Vec<ClientTool> = Vec::with_capacity(tools.len());
     for (i, tool) in tools.iter().enumerate() {
         if tool.tool_type != "function" {
             return Err(bad(
@@ -354,7 +350,7 @@ fn client_tools(tools: &[InputTool], server: &[AvailableTool]) -> ApiResult<Vec<
                 ),
             ));
         }
-        if out.iter().any(|t| t.spec.name.as_str() == f.name) {
+        if out.iter().any(|t| t.name == f.name) {
             return Err(bad(name_field, format!("{:?} is given twice", f.name)));
         }
         let parameters = f
@@ -367,17 +363,19 @@ fn client_tools(tools: &[InputTool], server: &[AvailableTool]) -> ApiResult<Vec<
                 "must be a JSON Schema object",
             ));
         }
-        let spec: ToolSpec = serde_json::from_value(json!({
-            "name": f.name,
-            "description": f.description.clone().unwrap_or_default(),
-            "input_schema": parameters,
-            "output_schema": {},
-        }))
+        let tool = ClientTool {
+            name: f.name.clone(),
+            description: f.description.clone().unwrap_or_default(),
+            parameters,
+        };
+        // The loop parses each into a tool declaration; refuse here what it would not take.
+        RunSettings {
+            client_tools: vec![tool.clone()],
+            ..RunSettings::default()
+        }
+        .client_available_tools()
         .map_err(|e| bad(name_field, e))?;
-        out.push(AvailableTool {
-            plugin: plugin.clone(),
-            spec,
-        });
+        out.push(tool);
     }
     Ok(out)
 }
@@ -449,21 +447,20 @@ async fn chat_completions(
         .await
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("listing tools: {e}")))?;
     let client_tools = client_tools(&body.tools, &server_tools)?;
-    let agent = state.copilot.for_chat(
-        &user.tenant,
-        ChatOverrides {
-            system,
-            client_tools,
-            offer_none,
-            max_tokens: body.max_completion_tokens.or(body.max_tokens),
-            temperature: body.temperature,
-        },
-    );
+    let agent = Arc::clone(state.copilot.agent());
     let request = StartRun {
         tenant: user.tenant.clone(),
         user: user.user.clone(),
         conversation_id: None,
         message,
+        settings: RunSettings {
+            system,
+            client_tools,
+            no_tools: offer_none,
+            max_tokens: body.max_completion_tokens.or(body.max_tokens),
+            temperature: body.temperature,
+            ..RunSettings::default()
+        },
     };
     let model = state.copilot.model_name().to_owned();
     let work = async move {

@@ -61,6 +61,12 @@ impl From<AgentError> for ApiError {
             | AgentError::DuplicateDecision { .. } => {
                 ApiError::unprocessable("invalid_decisions", message, Some("decisions".into()))
             }
+            AgentError::UnknownTool { tool, .. } => {
+                ApiError::NotFound(format!("plugin has no enabled tool `{tool}`"))
+            }
+            AgentError::InvalidArguments { field, .. } => {
+                ApiError::unprocessable("invalid_arguments", message, Some(field))
+            }
             AgentError::Invalid { what, .. } => {
                 ApiError::bad_request("invalid_value", message, Some(what.to_owned()))
             }
@@ -256,6 +262,7 @@ async fn create_run(
         user: user.user.clone(),
         conversation_id,
         message: body.message,
+        settings: cairn_agent::RunSettings::default(),
     };
     let outcome = drive(async move { agent.start(request).await }).await?;
     let view = run_view(&state, &user.tenant, outcome.run_id()).await?;
