@@ -152,6 +152,19 @@ impl Package {
         self.digest
     }
 
+    /// The package's digest, over its manifest *and* its component: what an installation
+    /// pins and what packages are stored under. Two packages with one component and two
+    /// manifests are two packages (the component digest alone would let a repacked copy
+    /// pass for the original).
+    pub fn package_digest(&self) -> ComponentDigest {
+        let mut hasher = Sha256::new();
+        hasher.update(b"cairn-package-v1\n");
+        hasher.update((self.manifest_json.len() as u64).to_be_bytes());
+        hasher.update(self.manifest_json.as_bytes());
+        hasher.update(&self.component);
+        ComponentDigest(hasher.finalize().into())
+    }
+
     /// The conventional file name, `<id>-<version>.cairnpkg`.
     pub fn file_name(&self) -> String {
         format!(

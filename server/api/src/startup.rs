@@ -45,9 +45,11 @@ impl Application {
                 format!("opening the plugin key-value file {}", kv_path.display())
             })?);
         let runtime = Runtime::new(runtime_config).context("starting the plugin runtime")?;
-        let registry = Registry::open(&config.data_dir, runtime)
+        let registry = Registry::new(Arc::clone(&ledger), runtime);
+        registry
+            .import_data_dir(&config.data_dir)
             .await
-            .context("opening the plugin registry")?;
+            .context("importing the data dir's plugin registry into the database")?;
 
         let auth = match &config.auth {
             AuthConfig::Dev => {

@@ -6,3 +6,30 @@
 //! works over the ledger's own pool ([`cairn_audit::Database`]), so a deployment has one
 //! database, one set of migrations and one connection pool per host.
 #![warn(missing_docs)]
+
+mod installations;
+
+pub use installations::{InstallationChange, InstallationRow, Installations};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such row (or it belongs to another tenant: the same answer, on purpose).
+    #[error("not found")]
+    NotFound,
+    /// The row already exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// Another writer changed the row since it was read; read it again and retry.
+    #[error("changed by another request meanwhile; try again")]
+    Stale,
+    /// A stored value does not parse: the database was edited outside Cairn.
+    #[error("stored data does not parse: {0}")]
+    Corrupt(String),
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// The store's result type.
+pub type StoreResult<T> = std::result::Result<T, StoreError>;

@@ -1,27 +1,37 @@
 //! The plugin registry: which packages each tenant installed, whether they are enabled,
-//! and their settings.
+//! and their settings — kept in the ledger's database ([`cairn_store::Installations`]),
+//! so every host over that database serves the same plugins.
 //!
-//! Packages are stored once under `<data_dir>/packages/<sha256 hex>.cairnpkg` (content
-//! addressed: two tenants installing the same package share the file); the registry
-//! itself is `<data_dir>/plugins.json`, rewritten atomically (temp file and rename) on
-//! every change. An installation pins the component's digest: a package file that no
-//! longer hashes to it is refused when loaded. Loaded plugins are cached per
-//! installation and dropped when their settings change.
+//! - **Installations, not components.** A package is stored under a digest over its
+//!   manifest *and* its component; each installation keeps the manifest it was installed
+//!   with. Nothing one installation does (install, upgrade, settings) can change another's
+//!   tools, annotations, permissions or settings, in its tenant or any other.
+//! - **No global lock across slow work.** Loading a plugin (a Cranelift compile on a
+//!   cache miss, then its `describe()`) happens in a per-installation cell, so other
+//!   tenants' listings, calls and runs go on meanwhile. Loaded plugins and parsed
+//!   manifests are cached per (installation, revision): a change made through any host
+//!   bumps the revision, so every host reloads on its next use.
+//! - **Admin actions are audited.** Install, enable, disable, settings, upgrade and
+//!   uninstall are each a run in the ledger: an `admin_action` step (who, what, before and
+//!   after) recorded *before* the change is applied, then the outcome.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use cairn_audit::{Actor, Ledger, NewRun, NewStep, StepKind, TenantId, UserId};
 use cairn_manifest::Manifest;
 use cairn_runtime::{Plugin, Runtime, RuntimeError};
+use cairn_store::{InstallationChange, InstallationRow, Installations, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::package::{ComponentDigest, Package, PackageError};
+use crate::package::{Package, PackageError};
 
 /// An installed plugin, as the API shows it.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -39,7 +49,7 @@ pub struct Installation {
     pub publisher: String,
     /// The manifest's description.
     pub description: String,
-    /// The pinned component digest, `sha256:<hex>`.
+    /// The pinned package digest, `sha256:<hex>` over the manifest and the component.
     pub digest: String,
     /// Whether its tools may be called.
     pub enabled: bool,
@@ -58,11 +68,19 @@ pub enum RegistryError {
     #[error("plugin installation not found")]
     NotFound,
     /// The tenant already has a plugin with this id.
-    #[error("plugin `{0}` is already installed in this tenant; uninstall it first")]
+    #[error("plugin `{0}` is already installed in this tenant; upgrade or uninstall it")]
     AlreadyInstalled(String),
     /// The plugin is disabled.
     #[error("plugin `{0}` is disabled; enable it first")]
     Disabled(String),
+    /// An upgrade's package is of another plugin.
+    #[error("the package is plugin `{package}`, not `{installed}`; an upgrade keeps the plugin id")]
+    OtherPlugin {
+        /// The installed plugin id.
+        installed: String,
+        /// The package's plugin id.
+        package: String,
+    },
     /// The package is not acceptable.
     #[error("invalid package: {0}")]
     Package(#[from] PackageError),
@@ -72,174 +90,229 @@ pub enum RegistryError {
     /// The runtime refused to load the plugin (settings, component).
     #[error("the plugin cannot be loaded: {0}")]
     Load(#[from] RuntimeError),
+    /// Another request changed the installation meanwhile (on this host or another).
+    #[error("the plugin was changed by another request meanwhile; read it again and retry")]
+    Stale,
+    /// The ledger could not record the action, so it was not applied.
+    #[error("the audit ledger could not record the action, so it was not applied: {0}")]
+    Ledger(#[from] cairn_audit::LedgerError),
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] anyhow::Error),
 }
 
+impl From<StoreError> for RegistryError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => RegistryError::NotFound,
+            StoreError::Stale => RegistryError::Stale,
+            e => RegistryError::Storage(anyhow::Error::new(e)),
+        }
+    }
+}
+
+/// A plugin loaded (or being loaded) for one revision of an installation.
+struct Loaded {
+    revision: i64,
+    plugin: OnceCell<Plugin>,
+}
+
 /// The registry of every tenant's plugins.
 pub struct Registry {
-    dir: PathBuf,
+    store: Installations,
     runtime: Runtime,
-    state: Mutex<State>,
+    ledger: Arc<dyn Ledger>,
+    /// Parsed manifests by (installation, revision).
+    manifests: Mutex<HashMap<(Uuid, i64), Arc<Manifest>>>,
+    /// Loaded plugins by installation; the lock is held only to find or insert a cell.
+    loaded: Mutex<HashMap<Uuid, Arc<Loaded>>>,
 }
 
-#[derive(Default)]
-struct State {
-    installations: Vec<Installation>,
-    manifests: HashMap<String, Arc<Manifest>>,
-    loaded: HashMap<Uuid, Plugin>,
+/// An installation row with its parsed manifest.
+struct Current {
+    row: InstallationRow,
+    manifest: Arc<Manifest>,
 }
 
-#[derive(Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RegistryFile {
-    installations: Vec<Installation>,
+fn view(row: &InstallationRow, manifest: &Manifest) -> Installation {
+    Installation {
+        id: row.id,
+        tenant: row.tenant.clone(),
+        plugin_id: row.plugin_id.clone(),
+        version: row.version.clone(),
+        publisher: manifest.publisher.clone(),
+        description: manifest.description.clone(),
+        digest: row.digest.clone(),
+        enabled: row.enabled,
+        config: row.config.clone(),
+        installed_at: row.installed_at,
+        installed_by: row.installed_by.clone(),
+    }
+}
+
+/// What an admin record says of an installation: enough to see what changed, never a
+/// package's bytes.
+fn state_of(row: &InstallationRow) -> Value {
+    json!({
+        "plugin_id": row.plugin_id,
+        "version": row.version,
+        "digest": row.digest,
+        "enabled": row.enabled,
+        "config": row.config,
+    })
 }
 
 impl Registry {
-    /// Opens (or creates) the registry under `data_dir`, reading every installed
-    /// package's manifest.
-    pub async fn open(data_dir: &Path, runtime: Runtime) -> anyhow::Result<Self> {
-        let dir = data_dir.to_owned();
-        tokio::fs::create_dir_all(dir.join("packages"))
-            .await
-            .with_context(|| format!("creating {}", dir.join("packages").display()))?;
-        let path = dir.join("plugins.json");
-        let file: RegistryFile = match tokio::fs::read(&path).await {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("reading the plugin registry {}", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => RegistryFile::default(),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        };
-        let registry = Self {
-            dir,
+    /// The registry over `ledger`'s database, loading plugins into `runtime` and
+    /// recording admin actions in `ledger`.
+    pub fn new(ledger: Arc<dyn Ledger>, runtime: Runtime) -> Self {
+        Self {
+            store: Installations::new(ledger.database()),
             runtime,
-            state: Mutex::new(State {
-                installations: file.installations,
-                ..State::default()
-            }),
-        };
-        {
-            let mut state = registry.state.lock().await;
-            let digests: Vec<String> = state
-                .installations
-                .iter()
-                .map(|i| i.digest.clone())
-                .collect();
-            for digest in digests {
-                if let std::collections::hash_map::Entry::Vacant(slot) =
-                    state.manifests.entry(digest)
-                {
-                    let package = registry.read_package(slot.key()).await?;
-                    slot.insert(Arc::new(package.manifest().clone()));
-                }
-            }
+            ledger,
+            manifests: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(HashMap::new()),
         }
-        Ok(registry)
     }
 
-    fn package_path(&self, digest: &str) -> PathBuf {
-        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-        self.dir.join("packages").join(format!("{hex}.cairnpkg"))
-    }
-
-    /// Reads a stored package and checks it still hashes to the pinned digest.
-    async fn read_package(&self, digest: &str) -> anyhow::Result<Package> {
-        let path = self.package_path(digest);
-        let bytes = tokio::fs::read(&path)
-            .await
-            .with_context(|| format!("reading the package {}", path.display()))?;
-        let package = Package::read_from(bytes.as_slice())
-            .with_context(|| format!("package {}", path.display()))?;
-        let pinned = ComponentDigest::parse(digest).context("pinned digest")?;
-        anyhow::ensure!(
-            package.digest() == pinned,
-            "package {} no longer matches its pinned digest {digest}",
-            path.display()
+    fn manifest_of(&self, row: &InstallationRow) -> Result<Arc<Manifest>, RegistryError> {
+        let key = (row.id, row.revision);
+        if let Some(m) = self
+            .manifests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(Arc::clone(m));
+        }
+        let manifest = Arc::new(
+            Manifest::from_json_str(&row.manifest)
+                .with_context(|| format!("the stored manifest of installation {}", row.id))?,
         );
-        Ok(package)
+        let mut cache = self.manifests.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|(id, _), _| *id != row.id);
+        cache.insert(key, Arc::clone(&manifest));
+        Ok(manifest)
     }
 
-    async fn persist(&self, state: &State) -> anyhow::Result<()> {
-        let file = RegistryFile {
-            installations: state.installations.clone(),
+    async fn current(&self, tenant: &TenantId, id: Uuid) -> Result<Current, RegistryError> {
+        let row = self
+            .store
+            .get(tenant.as_str(), id)
+            .await?
+            .ok_or(RegistryError::NotFound)?;
+        let manifest = self.manifest_of(&row)?;
+        Ok(Current { row, manifest })
+    }
+
+    /// Records an admin action, applies it, and records how it went. Nothing is applied
+    /// when the record cannot be written.
+    async fn audited<T>(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        (action, target, plugin): (&str, String, &str),
+        (before, after): (Value, Value),
+        apply: impl Future<Output = Result<T, RegistryError>>,
+    ) -> Result<T, RegistryError> {
+        let actor = Actor::parse(format!("user:{user}"))
+            .map_err(|e| RegistryError::Storage(anyhow::Error::new(e)))?;
+        let run = self
+            .ledger
+            .start_run(NewRun {
+                tenant: tenant.clone(),
+                user: user.clone(),
+                conversation_id: None,
+                model: "admin".into(),
+            })
+            .await?;
+        let step = |step| NewStep {
+            actor: actor.clone(),
+            step,
         };
-        let bytes = serde_json::to_vec_pretty(&file).context("serialising the registry")?;
-        let path = self.dir.join("plugins.json");
-        let tmp = self
-            .dir
-            .join(format!("plugins.json.{}.tmp", Uuid::new_v4()));
-        tokio::fs::write(&tmp, &bytes)
-            .await
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        tokio::fs::rename(&tmp, &path)
-            .await
-            .with_context(|| format!("replacing {}", path.display()))?;
-        Ok(())
+        self.ledger
+            .append(
+                tenant,
+                run.id,
+                step(StepKind::AdminAction {
+                    action: action.to_owned(),
+                    target,
+                    plugin_id: cairn_audit::PluginId::parse(plugin).ok(),
+                    before,
+                    after,
+                }),
+            )
+            .await?;
+        let result = apply.await;
+        let end = match &result {
+            Ok(_) => StepKind::FinalAnswer {
+                text: format!("{action} applied"),
+            },
+            Err(e) => StepKind::RunFailed {
+                error_type: "admin_action_failed".into(),
+                message: e.to_string(),
+            },
+        };
+        if let Err(e) = self.ledger.append(tenant, run.id, step(end)).await {
+            tracing::error!(error = %e, %action, "could not record how an admin action ended");
+        }
+        result
     }
 
     /// Installs a package for a tenant (disabled until enabled).
-    #[tracing::instrument(skip(self, bytes), fields(bytes = bytes.len()))]
+    #[tracing::instrument(skip(self, bytes), fields(tenant = %tenant, bytes = bytes.len()))]
     pub async fn install(
         &self,
-        tenant: &str,
-        user: &str,
+        tenant: &TenantId,
+        user: &UserId,
         bytes: &[u8],
     ) -> Result<Installation, RegistryError> {
         let package = Package::read_from(bytes)?;
         let manifest = package.manifest().clone();
-        let digest = package.digest().to_string();
-        let mut state = self.state.lock().await;
-        if state
-            .installations
+        let plugin_id = manifest.id.to_string();
+        if self
+            .store
+            .list(tenant.as_str())
+            .await?
             .iter()
-            .any(|i| i.tenant == tenant && i.plugin_id == manifest.id.as_str())
+            .any(|r| r.plugin_id == plugin_id)
         {
-            return Err(RegistryError::AlreadyInstalled(manifest.id.to_string()));
+            return Err(RegistryError::AlreadyInstalled(plugin_id));
         }
-        let path = self.package_path(&digest);
-        if tokio::fs::metadata(&path).await.is_err() {
-            let tmp = path.with_extension(format!("{}.tmp", Uuid::new_v4()));
-            let mut out = Vec::with_capacity(bytes.len());
-            package.write_to(&mut out)?;
-            tokio::fs::write(&tmp, &out)
-                .await
-                .with_context(|| format!("writing {}", tmp.display()))?;
-            tokio::fs::rename(&tmp, &path)
-                .await
-                .with_context(|| format!("storing {}", path.display()))?;
-        }
-        let installation = Installation {
+        let row = InstallationRow {
             id: Uuid::now_v7(),
-            tenant: tenant.to_owned(),
-            plugin_id: manifest.id.to_string(),
+            tenant: tenant.to_string(),
+            plugin_id: plugin_id.clone(),
             version: manifest.version.to_string(),
-            publisher: manifest.publisher.clone(),
-            description: manifest.description.clone(),
-            digest: digest.clone(),
+            digest: package.package_digest().to_string(),
+            manifest: package.manifest_json().to_owned(),
             enabled: false,
             config: BTreeMap::new(),
             installed_at: Utc::now(),
-            installed_by: user.to_owned(),
+            installed_by: user.to_string(),
+            revision: 1,
         };
-        state.installations.push(installation.clone());
-        state.manifests.insert(digest, Arc::new(manifest));
-        if let Err(e) = self.persist(&state).await {
-            state.installations.pop();
-            return Err(e.into());
-        }
-        Ok(installation)
+        let target = ("plugin.install", row.id.to_string(), plugin_id.as_str());
+        self.audited(tenant, user, target, (Value::Null, state_of(&row)), async {
+            self.store
+                .put_package(&row.digest, package.manifest_json(), package.component())
+                .await?;
+            self.store.insert(&row).await.map_err(|e| match e {
+                StoreError::Conflict(_) => RegistryError::AlreadyInstalled(plugin_id.clone()),
+                e => e.into(),
+            })
+        })
+        .await?;
+        Ok(view(&row, &manifest))
     }
 
     /// A tenant's installations, oldest first.
-    pub async fn list(&self, tenant: &str) -> Vec<Installation> {
-        let state = self.state.lock().await;
-        state
-            .installations
+    pub async fn list(&self, tenant: &TenantId) -> Result<Vec<Installation>, RegistryError> {
+        self.store
+            .list(tenant.as_str())
+            .await?
             .iter()
-            .filter(|i| i.tenant == tenant)
-            .cloned()
+            .map(|row| Ok(view(row, self.manifest_of(row)?.as_ref())))
             .collect()
     }
 
@@ -247,106 +320,241 @@ impl Registry {
     /// [`RegistryError::NotFound`], exactly like an id that does not exist.
     pub async fn get(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: Uuid,
     ) -> Result<(Installation, Arc<Manifest>), RegistryError> {
-        let state = self.state.lock().await;
-        let installation = find(&state, tenant, id)?.clone();
-        let manifest = state
-            .manifests
-            .get(&installation.digest)
-            .cloned()
-            .context("manifest missing from the registry cache")?;
-        Ok((installation, manifest))
+        let c = self.current(tenant, id).await?;
+        Ok((view(&c.row, &c.manifest), c.manifest))
     }
 
-    /// Enables or disables an installation. Enabling loads the plugin, so a missing
+    /// Enables or disables an installation. Enabling loads the plugin first, so a missing
     /// required setting or a component that no longer loads is reported now.
     pub async fn set_enabled(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
+        user: &UserId,
         id: Uuid,
         enabled: bool,
     ) -> Result<Installation, RegistryError> {
-        let mut state = self.state.lock().await;
-        let installation = find(&state, tenant, id)?.clone();
-        if enabled && !state.loaded.contains_key(&id) {
-            let plugin = self
-                .load(&installation, installation.config.clone())
+        let c = self.current(tenant, id).await?;
+        if enabled {
+            self.load(&c.row, c.manifest.as_ref().clone(), c.row.config.clone())
                 .await?;
-            state.loaded.insert(id, plugin);
         }
-        if !enabled {
-            state.loaded.remove(&id);
-        }
-        set(&mut state, id, |i| i.enabled = enabled);
-        self.persist(&state).await?;
-        Ok(find(&state, tenant, id)?.clone())
+        let change = InstallationChange {
+            enabled: Some(enabled),
+            ..InstallationChange::default()
+        };
+        let action = if enabled {
+            "plugin.enable"
+        } else {
+            "plugin.disable"
+        };
+        self.change(tenant, user, action, &c, change).await
     }
 
     /// Replaces an installation's settings. Unknown settings are refused; an enabled
-    /// plugin is reloaded with the new settings before they are saved.
+    /// plugin is loaded with the new settings before they are saved.
     pub async fn set_config(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
+        user: &UserId,
         id: Uuid,
         config: BTreeMap<String, String>,
     ) -> Result<Installation, RegistryError> {
-        let mut state = self.state.lock().await;
-        let installation = find(&state, tenant, id)?.clone();
-        let manifest = state
-            .manifests
-            .get(&installation.digest)
-            .cloned()
-            .context("manifest missing from the registry cache")?;
-        if let Some(unknown) = config.keys().find(|k| !manifest.config.contains_key(*k)) {
+        let c = self.current(tenant, id).await?;
+        if let Some(unknown) = config.keys().find(|k| !c.manifest.config.contains_key(*k)) {
             return Err(RegistryError::UnknownSetting(unknown.clone()));
         }
-        if installation.enabled {
-            let plugin = self.load(&installation, config.clone()).await?;
-            state.loaded.insert(id, plugin);
-        } else {
-            state.loaded.remove(&id);
+        if c.row.enabled {
+            self.load(&c.row, c.manifest.as_ref().clone(), config.clone())
+                .await?;
         }
-        set(&mut state, id, |i| i.config = config);
-        self.persist(&state).await?;
-        Ok(find(&state, tenant, id)?.clone())
+        let change = InstallationChange {
+            config: Some(config),
+            ..InstallationChange::default()
+        };
+        self.change(tenant, user, "plugin.config", &c, change).await
+    }
+
+    /// Upgrades (or downgrades) an installation to another package of the same plugin id.
+    /// Settings the new manifest still declares are kept, the others dropped (the admin
+    /// record shows both); an enabled plugin is loaded from the new package before the
+    /// change is saved, so a package that does not load leaves the old one in place.
+    pub async fn upgrade(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        id: Uuid,
+        bytes: &[u8],
+    ) -> Result<Installation, RegistryError> {
+        let package = Package::read_from(bytes)?;
+        let c = self.current(tenant, id).await?;
+        let manifest = package.manifest().clone();
+        if manifest.id.as_str() != c.row.plugin_id {
+            return Err(RegistryError::OtherPlugin {
+                installed: c.row.plugin_id.clone(),
+                package: manifest.id.to_string(),
+            });
+        }
+        let config: BTreeMap<String, String> = c
+            .row
+            .config
+            .iter()
+            .filter(|(k, _)| manifest.config.contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let digest = package.package_digest().to_string();
+        if c.row.enabled {
+            let plugin = self
+                .runtime
+                .load(package.component(), manifest.clone(), config.clone())
+                .await?;
+            drop(plugin);
+        }
+        self.store
+            .put_package(&digest, package.manifest_json(), package.component())
+            .await?;
+        let change = InstallationChange {
+            config: Some(config),
+            package: Some((
+                manifest.version.to_string(),
+                digest,
+                package.manifest_json().to_owned(),
+            )),
+            ..InstallationChange::default()
+        };
+        self.change(tenant, user, "plugin.upgrade", &c, change)
+            .await
+    }
+
+    /// Removes an installation. A run waiting for approval of one of its tools is not
+    /// blocked: when it is approved, the call is not run and the model is told the tool is
+    /// no longer available (the loop's rule for any tool that went away).
+    pub async fn uninstall(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        id: Uuid,
+    ) -> Result<(), RegistryError> {
+        let c = self.current(tenant, id).await?;
+        let target = ("plugin.uninstall", id.to_string(), c.row.plugin_id.as_str());
+        self.audited(
+            tenant,
+            user,
+            target,
+            (state_of(&c.row), Value::Null),
+            async {
+                Ok(self
+                    .store
+                    .delete(tenant.as_str(), id, c.row.revision)
+                    .await?)
+            },
+        )
+        .await?;
+        self.forget(id);
+        Ok(())
+    }
+
+    async fn change(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        action: &str,
+        c: &Current,
+        change: InstallationChange,
+    ) -> Result<Installation, RegistryError> {
+        let mut after = c.row.clone();
+        if let Some(e) = change.enabled {
+            after.enabled = e;
+        }
+        if let Some(config) = &change.config {
+            after.config = config.clone();
+        }
+        if let Some((version, digest, _)) = &change.package {
+            after.version = version.clone();
+            after.digest = digest.clone();
+        }
+        let target = (action, c.row.id.to_string(), c.row.plugin_id.as_str());
+        let row = self
+            .audited(
+                tenant,
+                user,
+                target,
+                (state_of(&c.row), state_of(&after)),
+                async {
+                    Ok(self
+                        .store
+                        .update(tenant.as_str(), c.row.id, c.row.revision, &change)
+                        .await?)
+                },
+            )
+            .await?;
+        self.forget(row.id);
+        let manifest = self.manifest_of(&row)?;
+        Ok(view(&row, &manifest))
+    }
+
+    fn forget(&self, id: Uuid) {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
     }
 
     /// The loaded plugin of an enabled installation.
     pub async fn plugin(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: Uuid,
     ) -> Result<(Installation, Arc<Manifest>, Plugin), RegistryError> {
-        let mut state = self.state.lock().await;
-        let installation = find(&state, tenant, id)?.clone();
-        if !installation.enabled {
-            return Err(RegistryError::Disabled(installation.plugin_id));
+        let c = self.current(tenant, id).await?;
+        if !c.row.enabled {
+            return Err(RegistryError::Disabled(c.row.plugin_id));
         }
-        let manifest = state
-            .manifests
-            .get(&installation.digest)
-            .cloned()
-            .context("manifest missing from the registry cache")?;
-        if let Some(plugin) = state.loaded.get(&id) {
-            return Ok((installation, manifest, plugin.clone()));
-        }
-        let plugin = self
-            .load(&installation, installation.config.clone())
+        let plugin = self.loaded_plugin(&c).await?;
+        Ok((view(&c.row, &c.manifest), c.manifest, plugin))
+    }
+
+    /// The plugin for this revision, loading it once: callers for the same installation
+    /// wait for one load; nobody else waits at all.
+    async fn loaded_plugin(&self, c: &Current) -> Result<Plugin, RegistryError> {
+        let cell = {
+            let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = loaded.entry(c.row.id).or_insert_with(|| {
+                Arc::new(Loaded {
+                    revision: c.row.revision,
+                    plugin: OnceCell::new(),
+                })
+            });
+            if entry.revision != c.row.revision {
+                *entry = Arc::new(Loaded {
+                    revision: c.row.revision,
+                    plugin: OnceCell::new(),
+                });
+            }
+            Arc::clone(entry)
+        };
+        let plugin = cell
+            .plugin
+            .get_or_try_init(|| {
+                self.load(&c.row, c.manifest.as_ref().clone(), c.row.config.clone())
+            })
             .await?;
-        state.loaded.insert(id, plugin.clone());
-        Ok((installation, manifest, plugin))
+        Ok(plugin.clone())
     }
 
     /// The manifests of a tenant's enabled plugins: the tools its runs may use.
-    pub async fn enabled_manifests(&self, tenant: &str) -> Vec<Arc<Manifest>> {
-        let state = self.state.lock().await;
-        state
-            .installations
+    pub async fn enabled_manifests(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<Arc<Manifest>>, RegistryError> {
+        self.store
+            .list(tenant.as_str())
+            .await?
             .iter()
-            .filter(|i| i.tenant == tenant && i.enabled)
-            .filter_map(|i| state.manifests.get(&i.digest).cloned())
+            .filter(|r| r.enabled)
+            .map(|r| self.manifest_of(r))
             .collect()
     }
 
@@ -354,46 +562,99 @@ impl Registry {
     /// reasoning loop records and calls a tool by).
     pub async fn enabled_plugin(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         plugin_id: &str,
     ) -> Result<(Installation, Plugin), RegistryError> {
-        let id = {
-            let state = self.state.lock().await;
-            state
-                .installations
-                .iter()
-                .find(|i| i.tenant == tenant && i.plugin_id == plugin_id)
-                .map(|i| i.id)
-                .ok_or(RegistryError::NotFound)?
-        };
-        let (installation, _, plugin) = self.plugin(tenant, id).await?;
-        Ok((installation, plugin))
+        let row = self
+            .store
+            .list(tenant.as_str())
+            .await?
+            .into_iter()
+            .find(|r| r.plugin_id == plugin_id)
+            .ok_or(RegistryError::NotFound)?;
+        if !row.enabled {
+            return Err(RegistryError::Disabled(row.plugin_id));
+        }
+        let manifest = self.manifest_of(&row)?;
+        let c = Current { row, manifest };
+        let plugin = self.loaded_plugin(&c).await?;
+        Ok((view(&c.row, &c.manifest), plugin))
     }
 
     async fn load(
         &self,
-        installation: &Installation,
+        row: &InstallationRow,
+        manifest: Manifest,
         config: BTreeMap<String, String>,
     ) -> Result<Plugin, RegistryError> {
-        let package = self.read_package(&installation.digest).await?;
-        let plugin = self
-            .runtime
-            .load(package.component(), package.manifest().clone(), config)
-            .await?;
-        Ok(plugin)
+        let (_, component) = self.store.package(&row.digest).await?.with_context(|| {
+            format!(
+                "the package {} of installation {} is missing",
+                row.digest, row.id
+            )
+        })?;
+        Ok(self.runtime.load(&component, manifest, config).await?)
     }
-}
 
-fn find<'s>(state: &'s State, tenant: &str, id: Uuid) -> Result<&'s Installation, RegistryError> {
-    state
-        .installations
-        .iter()
-        .find(|i| i.id == id && i.tenant == tenant)
-        .ok_or(RegistryError::NotFound)
-}
-
-fn set(state: &mut State, id: Uuid, change: impl FnOnce(&mut Installation)) {
-    if let Some(i) = state.installations.iter_mut().find(|i| i.id == id) {
-        change(i);
+    /// Imports a data dir written by an earlier Cairn (`plugins.json` and
+    /// `packages/<component digest>.cairnpkg`) into the database, once: installations
+    /// keep their ids, tenants, settings and enabled state; the file is then renamed to
+    /// `plugins.json.imported`. Installations the database already has are left alone.
+    pub async fn import_data_dir(&self, data_dir: &Path) -> anyhow::Result<usize> {
+        #[derive(Deserialize)]
+        struct RegistryFile {
+            installations: Vec<Installation>,
+        }
+        let path = data_dir.join("plugins.json");
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let file: RegistryFile = serde_json::from_slice(&bytes)
+            .with_context(|| format!("reading the plugin registry {}", path.display()))?;
+        let mut imported = 0;
+        for old in file.installations {
+            let hex = old.digest.strip_prefix("sha256:").unwrap_or(&old.digest);
+            let package_path = data_dir.join("packages").join(format!("{hex}.cairnpkg"));
+            let bytes = tokio::fs::read(&package_path)
+                .await
+                .with_context(|| format!("reading {}", package_path.display()))?;
+            let package = Package::read_from(bytes.as_slice())
+                .with_context(|| format!("package {}", package_path.display()))?;
+            anyhow::ensure!(
+                package.digest().to_string() == old.digest,
+                "{} no longer matches its pinned digest {}",
+                package_path.display(),
+                old.digest
+            );
+            let row = InstallationRow {
+                id: old.id,
+                tenant: old.tenant,
+                plugin_id: old.plugin_id,
+                version: old.version,
+                digest: package.package_digest().to_string(),
+                manifest: package.manifest_json().to_owned(),
+                enabled: old.enabled,
+                config: old.config,
+                installed_at: old.installed_at,
+                installed_by: old.installed_by,
+                revision: 1,
+            };
+            self.store
+                .put_package(&row.digest, package.manifest_json(), package.component())
+                .await?;
+            match self.store.insert(&row).await {
+                Ok(()) => imported += 1,
+                Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let done = data_dir.join("plugins.json.imported");
+        tokio::fs::rename(&path, &done)
+            .await
+            .with_context(|| format!("renaming {} after importing it", path.display()))?;
+        tracing::info!(imported, from = %path.display(), "imported the plugin registry into the database");
+        Ok(imported)
     }
 }

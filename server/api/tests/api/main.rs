@@ -5,6 +5,7 @@ mod chat;
 mod conformance;
 mod embedded;
 mod helpers;
+mod one_path;
 mod runs;
 
 use helpers::{
@@ -271,12 +272,25 @@ async fn install_enable_invoke_tasks_is_audited_and_verifies() {
         .iter()
         .map(|s| s["step"]["kind"].as_str().unwrap())
         .collect();
+    // The loop's path: add_task is not read-only, so the policy asks, and the caller's
+    // direct invocation is recorded as their approval.
     assert_eq!(
         kinds,
-        ["user_message", "tool_call", "tool_result", "final_answer"]
+        [
+            "run_configured",
+            "user_message",
+            "tool_call",
+            "policy_decision",
+            "approval_requested",
+            "approval_decided",
+            "tool_result",
+            "final_answer"
+        ]
     );
-    assert_eq!(trail["steps"][1]["step"]["gen_ai.tool.name"], "add_task");
-    assert_eq!(trail["steps"][1]["step"]["cairn.plugin.id"], "tasks");
+    assert_eq!(trail["steps"][0]["step"]["mode"], "direct");
+    assert_eq!(trail["steps"][2]["step"]["gen_ai.tool.name"], "add_task");
+    assert_eq!(trail["steps"][2]["step"]["cairn.plugin.id"], "tasks");
+    assert_eq!(trail["steps"][2]["actor"], "user:dev");
     assert_eq!(trail["run"]["status"], "completed");
 
     // Query with filters and cursor pagination.
@@ -312,7 +326,7 @@ async fn install_enable_invoke_tasks_is_audited_and_verifies() {
         .json()
         .await
         .unwrap();
-    assert_eq!(by_run["steps"].as_array().unwrap().len(), 4);
+    assert_eq!(by_run["steps"].as_array().unwrap().len(), 8);
 
     // Export, both formats, streamed.
     let response = app
@@ -324,7 +338,8 @@ async fn install_enable_invoke_tasks_is_audited_and_verifies() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/x-ndjson");
     let jsonl = response.text().await.unwrap();
-    assert_eq!(jsonl.lines().count(), 8);
+    // install and enable (2 steps each, admin actions), add_task (8), list_tasks (5).
+    assert_eq!(jsonl.lines().count(), 17);
     for line in jsonl.lines() {
         serde_json::from_str::<Value>(line).unwrap();
     }
@@ -338,7 +353,7 @@ async fn install_enable_invoke_tasks_is_audited_and_verifies() {
         .await
         .unwrap();
     assert!(csv.starts_with(cairn_audit::CSV_HEADER));
-    assert_eq!(csv.lines().count(), 5);
+    assert_eq!(csv.lines().count(), 9);
 
     let verify: Value = app
         .client
@@ -350,8 +365,8 @@ async fn install_enable_invoke_tasks_is_audited_and_verifies() {
         .await
         .unwrap();
     assert_eq!(verify["ok"], true, "{verify}");
-    assert_eq!(verify["runs"], 2);
-    assert_eq!(verify["steps"], 8);
+    assert_eq!(verify["runs"], 4);
+    assert_eq!(verify["steps"], 17);
 
     let metrics = app
         .client
@@ -966,7 +981,7 @@ async fn tenants_never_see_each_others_plugins_or_ledger() {
         .json()
         .await
         .unwrap();
-    assert_eq!(steps["steps"].as_array().unwrap().len(), 4);
+    assert_eq!(steps["steps"].as_array().unwrap().len(), 8);
 }
 
 #[tokio::test]
@@ -1009,22 +1024,9 @@ fn header_kid(token: &str) -> String {
 
 #[tokio::test]
 async fn invoke_and_verify_on_postgres() {
-    use sqlx::Connection;
-    let admin_url = std::env::var("CAIRN_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("cairn_api_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .expect("PostgreSQL for tests (set CAIRN_TEST_POSTGRES)");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let mut url = url::Url::parse(&admin_url).unwrap();
-    url.set_path(&name);
-
+    let db = one_path::FreshPostgres::create().await;
     let app = spawn_app_with(Options {
-        database_url: Some(url.to_string()),
+        database_url: Some(db.url.clone()),
         ..Options::default()
     })
     .await;
@@ -1046,11 +1048,9 @@ async fn invoke_and_verify_on_postgres() {
         .await
         .unwrap();
     assert_eq!(verify["ok"], true, "{verify}");
-    assert_eq!(verify["steps"], 4);
+    // install and enable (admin actions, 2 steps each), then the call's 8.
+    assert_eq!(verify["steps"], 12);
     drop(app);
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await;
 }
 
 // ---------------------------------------------------------------------------------------

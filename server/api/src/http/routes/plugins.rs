@@ -2,12 +2,12 @@
 //! directly (for testing; the invocation is audited like any other tool call).
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use cairn_audit::{Actor, NewRun, NewStep, RunId, StepKind};
+use cairn_agent::{InvokeTool, RunOutcome};
 use cairn_manifest::{Annotations, Manifest};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -22,12 +22,14 @@ use crate::http::AppState;
 use crate::http::auth::{AuthUser, Role};
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{AppJson, AppPath};
+use crate::http::routes::runs::{PendingApproval, drive, pending_of};
 use crate::registry::{Installation, RegistryError};
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(install, list))
-        .routes(routes!(get_plugin))
+        .routes(routes!(get_plugin, uninstall))
+        .routes(routes!(upgrade))
         .routes(routes!(enable))
         .routes(routes!(disable))
         .routes(routes!(put_config))
@@ -46,6 +48,17 @@ impl From<RegistryError> for ApiError {
                 code: "plugin_disabled",
                 message: error.to_string(),
             },
+            RegistryError::Stale => ApiError::Conflict {
+                code: "changed_meanwhile",
+                message: error.to_string(),
+            },
+            RegistryError::OtherPlugin { .. } => {
+                ApiError::unprocessable("other_plugin", error.to_string(), None)
+            }
+            RegistryError::Ledger(ref e) if e.is_unavailable() => {
+                ApiError::Unavailable("the audit ledger is unavailable; nothing was changed".into())
+            }
+            RegistryError::Ledger(e) => ApiError::Internal(e.into()),
             RegistryError::Package(_) => {
                 ApiError::unprocessable("invalid_package", error.to_string(), None)
             }
@@ -209,6 +222,25 @@ async fn install(
     body: Body,
 ) -> ApiResult<(StatusCode, AppJson<PluginDetail>)> {
     user.require(Role::Admin)?;
+    let bytes = package_body(&state, &headers, body).await?;
+    let installation = state
+        .registry
+        .install(&user.tenant, &user.user, &bytes)
+        .await?;
+    let (installation, manifest) = state.registry.get(&user.tenant, installation.id).await?;
+    Ok((
+        StatusCode::CREATED,
+        AppJson(detail(installation, &manifest)),
+    ))
+}
+
+/// A package archive from a request body: `application/octet-stream`, at most
+/// `max_package_bytes`.
+async fn package_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<axum::body::Bytes> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -220,7 +252,7 @@ async fn install(
             "expected the package archive with `Content-Type: application/octet-stream`".into(),
         ));
     }
-    let bytes = axum::body::to_bytes(body, state.limits.max_package_bytes)
+    axum::body::to_bytes(body, state.limits.max_package_bytes)
         .await
         .map_err(|e| {
             let too_large = std::error::Error::source(&e)
@@ -233,19 +265,71 @@ async fn install(
             } else {
                 ApiError::bad_request("invalid_body", format!("reading the body: {e}"), None)
             }
-        })?;
-    let installation = state
+        })
+}
+
+/// Upgrades (or downgrades) a plugin to another package of the same plugin id. Settings
+/// the new manifest still declares are kept; an enabled plugin is loaded from the new
+/// package first, so one that does not load leaves the old version in place. Recorded in
+/// the ledger as `plugin.upgrade` with the versions and digests before and after.
+#[utoipa::path(post, path = "/v1/plugins/{id}/upgrade", tag = "plugins",
+    params(("id" = Uuid, Path, description = "The installation id.")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The new package archive."),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Upgraded.", body = PluginDetail),
+        (status = 400, description = "Malformed id.", body = ErrorBody),
+        (status = 401, description = "No valid token.", body = ErrorBody),
+        (status = 403, description = "Not an admin.", body = ErrorBody),
+        (status = 404, description = "No such plugin in this tenant.", body = ErrorBody),
+        (status = 409, description = "Changed by another request meanwhile.", body = ErrorBody),
+        (status = 413, description = "Package too large.", body = ErrorBody),
+        (status = 415, description = "Not application/octet-stream.", body = ErrorBody),
+        (status = 422, description = "Not a valid package, another plugin's, or it does not load.", body = ErrorBody)
+    ))]
+#[tracing::instrument(skip_all, fields(tenant = %user.tenant.as_str(), id = %path.id))]
+async fn upgrade(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppPath(path): AppPath<PluginPath>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<AppJson<PluginDetail>> {
+    user.require(Role::Admin)?;
+    let bytes = package_body(&state, &headers, body).await?;
+    state
         .registry
-        .install(user.tenant.as_str(), user.user.as_str(), &bytes)
+        .upgrade(&user.tenant, &user.user, path.id, &bytes)
         .await?;
-    let (installation, manifest) = state
+    let (installation, manifest) = state.registry.get(&user.tenant, path.id).await?;
+    Ok(AppJson(detail(installation, &manifest)))
+}
+
+/// Uninstalls a plugin: its tools can no longer be called, its settings are gone. A run
+/// waiting for approval of one of its tools is not blocked: approved later, the call is
+/// not run and the model is told the tool is gone. Recorded in the ledger.
+#[utoipa::path(delete, path = "/v1/plugins/{id}", tag = "plugins", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The installation id.")),
+    responses(
+        (status = 204, description = "Uninstalled."),
+        (status = 400, description = "Malformed id.", body = ErrorBody),
+        (status = 401, description = "No valid token.", body = ErrorBody),
+        (status = 403, description = "Not an admin.", body = ErrorBody),
+        (status = 404, description = "No such plugin in this tenant.", body = ErrorBody),
+        (status = 409, description = "Changed by another request meanwhile.", body = ErrorBody)
+    ))]
+#[tracing::instrument(skip_all, fields(tenant = %user.tenant.as_str(), id = %path.id))]
+async fn uninstall(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppPath(path): AppPath<PluginPath>,
+) -> ApiResult<StatusCode> {
+    user.require(Role::Admin)?;
+    state
         .registry
-        .get(user.tenant.as_str(), installation.id)
+        .uninstall(&user.tenant, &user.user, path.id)
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        AppJson(detail(installation, &manifest)),
-    ))
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Lists the caller's tenant's plugins.
@@ -258,7 +342,7 @@ async fn install(
 async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<AppJson<PluginList>> {
     user.require_any(&[Role::User, Role::Admin, Role::Auditor])?;
     Ok(AppJson(PluginList {
-        plugins: state.registry.list(user.tenant.as_str()).await,
+        plugins: state.registry.list(&user.tenant).await?,
     }))
 }
 
@@ -278,7 +362,7 @@ async fn get_plugin(
     AppPath(path): AppPath<PluginPath>,
 ) -> ApiResult<AppJson<PluginDetail>> {
     user.require_any(&[Role::User, Role::Admin, Role::Auditor])?;
-    let (installation, manifest) = state.registry.get(user.tenant.as_str(), path.id).await?;
+    let (installation, manifest) = state.registry.get(&user.tenant, path.id).await?;
     Ok(AppJson(detail(installation, &manifest)))
 }
 
@@ -302,7 +386,7 @@ async fn enable(
     user.require(Role::Admin)?;
     let installation = state
         .registry
-        .set_enabled(user.tenant.as_str(), path.id, true)
+        .set_enabled(&user.tenant, &user.user, path.id, true)
         .await?;
     Ok(AppJson(installation))
 }
@@ -326,7 +410,7 @@ async fn disable(
     user.require(Role::Admin)?;
     let installation = state
         .registry
-        .set_enabled(user.tenant.as_str(), path.id, false)
+        .set_enabled(&user.tenant, &user.user, path.id, false)
         .await?;
     Ok(AppJson(installation))
 }
@@ -363,7 +447,7 @@ async fn put_config(
     user.require(Role::Admin)?;
     let installation = state
         .registry
-        .set_config(user.tenant.as_str(), path.id, body.config)
+        .set_config(&user.tenant, &user.user, path.id, body.config)
         .await?;
     Ok(AppJson(installation))
 }
@@ -381,7 +465,8 @@ pub struct InvokeBody {
 pub struct InvokeResult {
     /// The audited run that recorded the call.
     pub run_id: Uuid,
-    /// `ok` or `error`.
+    /// `ok`, `error`, or `awaiting_approval` (the tool needs a person's approval: decide
+    /// with `POST /v1/runs/{run_id}/approvals`; the result is then the run's answer).
     pub status: &'static str,
     /// The tool's result, when it succeeded.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -389,20 +474,25 @@ pub struct InvokeResult {
     /// What went wrong, when it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<InvokeError>,
+    /// The call waiting for approval, when `status` is `awaiting_approval`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pending_approvals: Vec<PendingApproval>,
 }
 
 /// A failed tool call.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InvokeError {
-    /// `error.type`: `tool`, `timeout`, `trap`, …
+    /// `error.type`, as the loop records it: `tool`, `timeout`, `trap`, `invalid_output`, …
     #[serde(rename = "type")]
     pub error_type: String,
     /// The message.
     pub message: String,
 }
 
-/// Calls one tool of an enabled plugin in the sandbox, as the caller, and records the
-/// call in the ledger (a run with the request, the call, and its result or error).
+/// Calls one tool of an enabled plugin, as the caller, through the same path as a call
+/// the model makes: the approval policy decides (`deny` → 403 naming the rule; a tool
+/// that needs approval → 202, the run waits for a decision), the call is recorded before
+/// it runs, egress decisions and the result (checked against the output schema) after.
 #[utoipa::path(post, path = "/v1/plugins/{id}/tools/{tool}/invoke", tag = "plugins", security(("bearer" = [])),
     params(
         ("id" = Uuid, Path, description = "The installation id."),
@@ -411,14 +501,16 @@ pub struct InvokeError {
     request_body = InvokeBody,
     responses(
         (status = 200, description = "The call ran (see `status`); it is in the ledger as `run_id`.", body = InvokeResult),
+        (status = 202, description = "The tool needs approval; the run waits (`status: awaiting_approval`).", body = InvokeResult),
         (status = 400, description = "Malformed body or id.", body = ErrorBody),
         (status = 401, description = "No valid token.", body = ErrorBody),
-        (status = 403, description = "Not a user.", body = ErrorBody),
+        (status = 403, description = "Not a user, or the approval policy denies the tool (`denied_by_policy`, the rule named; the refusal is in the ledger).", body = ErrorBody),
         (status = 404, description = "No such plugin or tool.", body = ErrorBody),
         (status = 409, description = "The plugin is disabled.", body = ErrorBody),
         (status = 413, description = "Body larger than max_body_bytes.", body = ErrorBody),
         (status = 415, description = "Not JSON.", body = ErrorBody),
-        (status = 422, description = "Arguments do not match the input schema.", body = ErrorBody)
+        (status = 422, description = "Arguments do not match the input schema (the field is named).", body = ErrorBody),
+        (status = 503, description = "The audit ledger is unavailable; nothing ran.", body = ErrorBody)
     ))]
 #[tracing::instrument(skip_all, fields(tenant = %user.tenant.as_str(), id = %path.id, tool = %path.tool))]
 async fn invoke(
@@ -426,189 +518,67 @@ async fn invoke(
     user: AuthUser,
     AppPath(path): AppPath<ToolPath>,
     AppJson(body): AppJson<InvokeBody>,
-) -> ApiResult<AppJson<InvokeResult>> {
+) -> ApiResult<(StatusCode, AppJson<InvokeResult>)> {
     user.require(Role::User)?;
-    let tenant = user.tenant.as_str();
-    let (installation, manifest, plugin) = state.registry.plugin(tenant, path.id).await?;
-    let tool = manifest
-        .tool(&path.tool)
-        .ok_or_else(|| ApiError::NotFound(format!("plugin has no tool `{}`", path.tool)))?;
-    validate_arguments(&tool.input_schema, &body.arguments)?;
-
-    let plugin_id = cairn_audit::PluginId::parse(installation.plugin_id.as_str())
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    let tool_name = cairn_audit::ToolName::parse(tool.name.as_str())
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    let actor = Actor::parse(format!("user:{}", user.user.as_str()))
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    let call_id = format!("call_{}", Uuid::new_v4().simple());
-
-    // The call is recorded before it runs: an action that is not in the ledger must not
-    // happen.
-    let run = state
-        .ledger
-        .start_run(NewRun {
-            tenant: user.tenant.clone(),
-            user: user.user.clone(),
-            conversation_id: None,
-            model: "direct-invoke".into(),
-        })
-        .await?;
-    let append = |step: StepKind, actor: Actor| {
-        let ledger = state.ledger.clone();
-        let tenant = user.tenant.clone();
-        async move {
-            ledger
-                .append(&tenant, run.id, NewStep { actor, step })
-                .await
-        }
-    };
-    append(
-        StepKind::UserMessage {
-            text: format!(
-                "direct invocation of {}/{} with {}",
-                installation.plugin_id, tool.name, body.arguments
-            ),
-        },
-        actor.clone(),
-    )
-    .await?;
-    append(
-        StepKind::ToolCall {
-            plugin_id: Some(plugin_id.clone()),
-            tool_name: tool_name.clone(),
-            call_id: call_id.clone(),
-            arguments: body.arguments.clone(),
-        },
-        actor.clone(),
-    )
-    .await?;
-
-    let started = Instant::now();
-    let context = cairn_runtime::CallContext::new(tenant, user.user.as_str());
-    let outcome = plugin
-        .call(&context, tool.name.as_str(), &body.arguments.to_string())
-        .await;
-    let elapsed = started.elapsed();
-    state.metrics.record_tool_call(
-        &installation.plugin_id,
-        tool.name.as_str(),
-        outcome.is_ok(),
-        elapsed,
-    );
-    let plugin_actor = Actor::parse(format!("plugin:{}", installation.plugin_id))
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    let result = match outcome {
-        Ok(outcome) => {
-            let value: Value =
-                serde_json::from_str(&outcome.output).unwrap_or(Value::String(outcome.output));
-            append(
-                StepKind::ToolResult {
-                    plugin_id: Some(plugin_id),
-                    tool_name,
-                    call_id,
-                    result: value.clone(),
-                    duration_ms: elapsed.as_millis() as u64,
-                },
-                plugin_actor,
-            )
-            .await?;
-            append(
-                StepKind::FinalAnswer {
-                    text: value.to_string(),
-                },
-                Actor::parse("system:direct-invoke").map_err(|e| ApiError::Internal(e.into()))?,
-            )
-            .await?;
-            InvokeResult {
-                run_id: run.id.as_uuid(),
-                status: "ok",
-                result: Some(value),
-                error: None,
-            }
-        }
-        Err(failure) => {
-            let error_type = error_type(&failure.error);
-            let message = failure.error.to_string();
-            append(
-                StepKind::ToolError {
-                    plugin_id: Some(plugin_id),
-                    tool_name,
-                    call_id,
-                    error_type: error_type.clone(),
-                    message: message.clone(),
-                },
-                plugin_actor,
-            )
-            .await?;
-            append(
-                StepKind::RunFailed {
-                    error_type: error_type.clone(),
-                    message: message.clone(),
-                },
-                Actor::parse("system:direct-invoke").map_err(|e| ApiError::Internal(e.into()))?,
-            )
-            .await?;
-            InvokeResult {
-                run_id: run.id.as_uuid(),
-                status: "error",
-                result: None,
-                error: Some(InvokeError {
-                    error_type,
-                    message,
-                }),
-            }
-        }
-    };
-    let _: RunId = run.id;
-    Ok(AppJson(result))
-}
-
-fn error_type(error: &cairn_runtime::CallError) -> String {
-    use cairn_runtime::CallError;
-    match error {
-        CallError::Tool { .. } => "tool",
-        CallError::UnknownTool { .. } => "unknown_tool",
-        CallError::Timeout { .. } => "timeout",
-        CallError::MemoryLimit { .. } => "memory_limit",
-        CallError::OutputTooLarge { .. } => "output_too_large",
-        CallError::InvalidOutput { .. } => "invalid_output",
-        CallError::EgressDenied(_) => "egress_denied",
-        CallError::HttpResponseTooLarge { .. } => "http_response_too_large",
-        CallError::Trap { .. } => "trap",
-        _ => "host",
+    let (installation, _) = state.registry.get(&user.tenant, path.id).await?;
+    if !installation.enabled {
+        return Err(RegistryError::Disabled(installation.plugin_id).into());
     }
-    .to_owned()
-}
-
-/// Checks arguments against the tool's input schema; the first problem becomes a 422
-/// naming the field (as a path like `arguments.priority`).
-fn validate_arguments(schema: &Value, arguments: &Value) -> ApiResult<()> {
-    let validator = jsonschema::draft202012::new(schema)
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("tool input schema: {e}")))?;
-    let Some(error) = validator.iter_errors(arguments).next() else {
-        return Ok(());
+    let agent = Arc::clone(state.copilot.agent());
+    let request = InvokeTool {
+        tenant: user.tenant.clone(),
+        user: user.user.clone(),
+        plugin: installation.plugin_id,
+        tool: path.tool,
+        arguments: body.arguments,
+        // The caller names the exact call: that is their approval (recorded as such).
+        approved_by_caller: true,
     };
-    let pointer = error.instance_path().as_str().to_owned();
-    let mut field = String::from("arguments");
-    for segment in pointer.split('/').skip(1) {
-        field.push('.');
-        field.push_str(&segment.replace("~1", "/").replace("~0", "~"));
-    }
-    // `required` and `additionalProperties` fail at the parent object; name the member.
-    use jsonschema::error::ValidationErrorKind;
-    let member = match error.kind() {
-        ValidationErrorKind::Required { property } => property.as_str().map(str::to_owned),
-        ValidationErrorKind::AdditionalProperties { unexpected } => unexpected.first().cloned(),
-        _ => None,
+    let outcome = drive(async move { agent.invoke(request).await }).await?;
+    let run_id = outcome.run_id().as_uuid();
+    let pending = pending_of(&outcome);
+    let result = |status, result, error| InvokeResult {
+        run_id,
+        status,
+        result,
+        error,
+        pending_approvals: Vec::new(),
     };
-    if let Some(name) = member {
-        field.push('.');
-        field.push_str(&name);
-    }
-    Err(ApiError::unprocessable(
-        "invalid_arguments",
-        format!("{field}: {error}"),
-        Some(field),
-    ))
+    Ok(match outcome {
+        RunOutcome::Completed { answer, .. } => {
+            let value = serde_json::from_str(&answer).unwrap_or(Value::String(answer));
+            (StatusCode::OK, AppJson(result("ok", Some(value), None)))
+        }
+        RunOutcome::Failed {
+            error_type,
+            message,
+            ..
+        } if error_type == "denied_by_policy" => {
+            return Err(ApiError::PolicyDenied(format!("{message} (run {run_id})")));
+        }
+        RunOutcome::Failed {
+            error_type,
+            message,
+            ..
+        } => {
+            let error = InvokeError {
+                error_type,
+                message,
+            };
+            (StatusCode::OK, AppJson(result("error", None, Some(error))))
+        }
+        RunOutcome::AwaitingApproval { .. } => (
+            StatusCode::ACCEPTED,
+            AppJson(InvokeResult {
+                pending_approvals: pending,
+                ..result("awaiting_approval", None, None)
+            }),
+        ),
+        RunOutcome::Cancelled { .. } => {
+            return Err(ApiError::Conflict {
+                code: "run_cancelled",
+                message: format!("run {run_id} was cancelled"),
+            });
+        }
+    })
 }
