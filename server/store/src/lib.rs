@@ -6,3 +6,21 @@
 //! works over the ledger's own pool ([`cairn_audit::Database`]), so a deployment has one
 //! database, one set of migrations and one connection pool per host.
 #![warn(missing_docs)]
+
+/// Runs `$body` with `$pool` bound to the database's pool, whichever the backend. The
+/// body is compiled once per driver; SQL written with `$n` placeholders and functions both
+/// databases have (`octet_length`, `coalesce`, upserts with `RETURNING`) serves both.
+macro_rules! with_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            cairn_audit::Database::Postgres($pool) => $body,
+            cairn_audit::Database::Sqlite($pool) => $body,
+        }
+    };
+}
+
+mod import;
+mod kv;
+
+pub use import::{ImportError, ImportReport, import_json_kv};
+pub use kv::SqlKv;
