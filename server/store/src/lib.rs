@@ -21,6 +21,11 @@ macro_rules! with_pool {
 
 mod import;
 mod kv;
+mod notify;
 
 pub use import::{ImportError, ImportReport, import_json_kv};
 pub use kv::SqlKv;
+pub use notify::{
+    FollowEvent, FollowOptions, NotifyError, NotifyingLedger, RunNotifier, RunSubscription,
+    STEP_CHANNEL, follow,
+};
