@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use cairn_runtime::{JsonFileKv, Runtime, RuntimeConfig};
+use cairn_runtime::{Runtime, RuntimeConfig};
+use cairn_store::{NotifyingLedger, RunNotifier, SqlKv};
 use tokio::net::TcpListener;
 
 use crate::config::{AuthConfig, Config};
@@ -36,14 +37,22 @@ impl Application {
         let ledger = cairn_audit::open(&url, cairn_audit::LedgerOptions::default())
             .await
             .context("opening the audit ledger")?;
+        // Host state lives in the ledger's database; appends wake this host's event
+        // streams (and, on PostgreSQL, every host's, through the steps table's trigger).
+        let db = ledger.database();
+        let notifier = RunNotifier::start(&db)
+            .await
+            .context("listening for run notifications")?;
+        let ledger: Arc<dyn cairn_audit::Ledger> =
+            Arc::new(NotifyingLedger::new(ledger, notifier.clone()));
 
         let mut runtime_config = RuntimeConfig::new(&config.cache_dir);
         runtime_config.max_concurrent_calls = config.max_concurrent_calls;
         let kv_path = config.data_dir.join("plugin-kv.json");
-        runtime_config.kv =
-            Arc::new(JsonFileKv::open(&kv_path).with_context(|| {
-                format!("opening the plugin key-value file {}", kv_path.display())
-            })?);
+        cairn_store::import_json_kv(&db, &kv_path)
+            .await
+            .context("importing the plugin key-value file into the database")?;
+        runtime_config.kv = Arc::new(SqlKv::new(db));
         let runtime = Runtime::new(runtime_config).context("starting the plugin runtime")?;
         let registry = Registry::new(Arc::clone(&ledger), runtime);
         registry
@@ -75,6 +84,7 @@ impl Application {
             .context("setting up the reasoning loop")?;
         let state = AppState {
             ledger,
+            notifier,
             registry,
             copilot: Arc::new(copilot),
             auth,

@@ -30,6 +30,14 @@ pub enum KvError {
     /// The key is empty or longer than 256 bytes.
     #[error("invalid key: {0}")]
     InvalidKey(String),
+    /// The value is over the store's cap for one value, whatever the quota left.
+    #[error("the value is {bytes} bytes, over the {max}-byte cap per value")]
+    ValueTooLarge {
+        /// The value's size in bytes.
+        bytes: u64,
+        /// The cap in bytes.
+        max: u64,
+    },
     /// The store failed; the message is safe to show to the plugin.
     #[error("kv store: {0}")]
     Store(String),
@@ -38,7 +46,12 @@ pub enum KvError {
 /// The longest key the host accepts, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
 
-pub(crate) fn check_key(key: &str) -> Result<(), KvError> {
+/// The largest value a database-backed store accepts by default, in bytes: one row stays
+/// small enough to read and replicate quickly, whatever a manifest's quota.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+
+/// Refuses an empty key or one over [`MAX_KEY_BYTES`].
+pub fn check_key(key: &str) -> Result<(), KvError> {
     if key.is_empty() {
         return Err(KvError::InvalidKey("the key is empty".into()));
     }

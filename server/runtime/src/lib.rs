@@ -42,7 +42,9 @@ pub use egress::{
     blocked_class,
 };
 pub use error::{CallError, Result, RuntimeError, TimeoutKind};
-pub use kv::{JsonFileKv, KvError, KvScope, KvStore, MAX_KEY_BYTES, MemoryKv};
+pub use kv::{
+    JsonFileKv, KvError, KvScope, KvStore, MAX_KEY_BYTES, MAX_VALUE_BYTES, MemoryKv, check_key,
+};
 pub use limits::{EffectiveLimits, HostCeilings};
 pub use plugin::{CallContext, CallFailure, CallOutcome, CallStats, Plugin};
 pub use runtime::{Runtime, RuntimeConfig};

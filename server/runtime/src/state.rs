@@ -146,6 +146,8 @@ fn to_wit(e: KvError) -> kv::KvError {
         KvError::QuotaExceeded { .. } => kv::KvError::QuotaExceeded,
         KvError::InvalidKey(m) => kv::KvError::InvalidKey(m),
         KvError::Store(m) => kv::KvError::Store(m),
+        // The WIT has no variant for it (adding one would change the plugin ABI).
+        e @ KvError::ValueTooLarge { .. } => kv::KvError::Store(e.to_string()),
     }
 }
 

@@ -7,6 +7,29 @@
 //! database, one set of migrations and one connection pool per host.
 #![warn(missing_docs)]
 
+/// Runs `$body` with `$pool` bound to the database's pool, whichever the backend. The
+/// body is compiled once per driver; SQL written with `$n` placeholders and functions both
+/// databases have (`octet_length`, `coalesce`, upserts with `RETURNING`) serves both.
+macro_rules! with_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            cairn_audit::Database::Postgres($pool) => $body,
+            cairn_audit::Database::Sqlite($pool) => $body,
+        }
+    };
+}
+
+mod import;
+mod kv;
+mod notify;
+
+pub use import::{ImportError, ImportReport, import_json_kv};
+pub use kv::SqlKv;
+pub use notify::{
+    FollowEvent, FollowOptions, NotifyError, NotifyingLedger, RunNotifier, RunSubscription,
+    STEP_CHANNEL, follow,
+};
+
 mod installations;
 
 pub use installations::{InstallationChange, InstallationRow, Installations};

@@ -31,6 +31,8 @@ use metrics::Metrics;
 pub struct AppState {
     /// The audit ledger.
     pub ledger: Arc<dyn Ledger>,
+    /// Wakes event streams when a run has new steps.
+    pub notifier: cairn_store::RunNotifier,
     /// The plugin registry (which owns the sandbox runtime).
     pub registry: Arc<Registry>,
     /// The reasoning loop.

@@ -16,9 +16,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use cairn_agent::{AgentError, ApprovalDecision, PendingCall, RunOutcome, StartRun};
-use cairn_audit::{Actor, ConversationId, RunId, RunStatus, StepKind, StepRecord, TenantId};
+use cairn_audit::{Actor, ConversationId, RunId, StepKind, TenantId};
+use cairn_store::{FollowEvent, FollowOptions, follow};
 use chrono::{DateTime, Utc};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -303,9 +304,6 @@ pub struct RunEvent {
     data: String,
 }
 
-/// How often the event stream looks for new steps.
-const EVENT_POLL: Duration = Duration::from_millis(100);
-
 /// The run's ledger steps as server-sent events: every step so far, then each new one as
 /// it is recorded. Each `step` event's `id` is the step's `seq` (send `Last-Event-ID` to
 /// resume after it) and its data the step as the audit ledger stores it. The stream ends
@@ -354,82 +352,39 @@ async fn run_events(
         .into_response())
 }
 
-struct Follow {
-    state: AppState,
-    tenant: TenantId,
-    run: RunId,
-    /// Seq of the next step to send.
-    next: u64,
-    queue: std::collections::VecDeque<StepRecord>,
-    status: RunStatus,
-    /// Whether the trail was read at least once (the status is known).
-    fetched: bool,
-    done: bool,
-}
-
+/// The run's steps as SSE events, read as they are recorded (see `cairn_store::follow`).
 fn step_events(
     state: AppState,
     tenant: TenantId,
     run: RunId,
     after: Option<u64>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    let follow = Follow {
-        state,
+    let events = follow(
+        state.ledger,
+        &state.notifier,
         tenant,
         run,
-        next: after.map_or(0, |a| a + 1),
-        queue: Default::default(),
-        status: RunStatus::Running,
-        fetched: false,
-        done: false,
-    };
-    futures::stream::unfold(follow, |mut f| async move {
-        if f.done {
-            return None;
-        }
-        loop {
-            if let Some(step) = f.queue.pop_front() {
-                let event = Event::default()
-                    .event("step")
-                    .id(step.seq.to_string())
-                    .json_data(&step)
-                    .unwrap_or_else(|_| Event::default().event("step"));
-                return Some((Ok(event), f));
+        after,
+        FollowOptions::default(),
+    );
+    events.map(|event| {
+        Ok(match event {
+            Ok(FollowEvent::Step(step)) => Event::default()
+                .event("step")
+                .id(step.seq.to_string())
+                .json_data(&step)
+                .unwrap_or_else(|_| Event::default().event("step")),
+            Ok(FollowEvent::End(status)) => Event::default()
+                .event("end")
+                .data(serde_json::json!({ "status": status.as_str() }).to_string()),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the run's steps for the event stream failed");
+                Event::default().event("error").data(
+                    serde_json::json!({ "error": { "code": "unavailable", "message": "the audit ledger is unavailable" } })
+                        .to_string(),
+                )
             }
-            if f.fetched && (f.status.is_terminal() || f.status == RunStatus::AwaitingApproval) {
-                f.done = true;
-                let end = Event::default()
-                    .event("end")
-                    .data(serde_json::json!({ "status": f.status.as_str() }).to_string());
-                return Some((Ok(end), f));
-            }
-            if f.fetched {
-                tokio::time::sleep(EVENT_POLL).await;
-            }
-            match f.state.ledger.trail(&f.tenant, f.run).await {
-                Ok(trail) => {
-                    f.fetched = true;
-                    // The last step decides: a run resumed after a pause is running again.
-                    if let Some(last) = trail.last() {
-                        f.status = last.step.status_after();
-                    }
-                    let next = f.next;
-                    f.queue.extend(trail.into_iter().filter(|s| s.seq >= next));
-                    if let Some(last) = f.queue.back() {
-                        f.next = last.seq + 1;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the trail for the event stream failed");
-                    f.done = true;
-                    let end = Event::default().event("error").data(
-                        serde_json::json!({ "error": { "code": "unavailable", "message": "the audit ledger is unavailable" } })
-                            .to_string(),
-                    );
-                    return Some((Ok(end), f));
-                }
-            }
-        }
+        })
     })
 }
 
