@@ -208,6 +208,29 @@ impl HostPattern {
         }
     }
 
+    /// Whether every request `other` allows is also allowed by `self`: same scheme and
+    /// port, and `self`'s hosts include `other`'s (`*.example.com` covers
+    /// `api.example.com` and `*.api.example.com`). The operator's origin allow-list uses
+    /// it to judge a manifest's `outbound_hosts` before any request is made.
+    pub fn covers(&self, other: &HostPattern) -> bool {
+        if self.scheme != other.scheme || self.port != other.port {
+            return false;
+        }
+        let under = |name: &str, suffix: &str| {
+            name.strip_suffix(suffix)
+                .is_some_and(|prefix| prefix.len() > 1 && prefix.ends_with('.'))
+        };
+        match (&self.host, &other.host) {
+            (HostMatch::Ip(a), HostMatch::Ip(b)) => a == b,
+            (HostMatch::Exact(a), HostMatch::Exact(b)) => a == b,
+            (HostMatch::Wildcard(suffix), HostMatch::Exact(name)) => under(name, suffix),
+            (HostMatch::Wildcard(suffix), HostMatch::Wildcard(inner)) => {
+                suffix == inner || under(inner, suffix)
+            }
+            _ => false,
+        }
+    }
+
     /// Whether a request to `scheme://host:port` is allowed by this pattern.
     ///
     /// `scheme` is compared without regard to case. `host` is a DNS name (any case, one
@@ -647,5 +670,19 @@ mod tests {
             e.to_string().contains("the path \"/\" is not allowed"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn covers_compares_patterns_not_requests() {
+        let p = |s: &str| HostPattern::parse(s).unwrap();
+        assert!(p("https://*.example.com").covers(&p("https://api.example.com")));
+        assert!(p("https://*.example.com").covers(&p("https://*.a.example.com")));
+        assert!(p("https://*.example.com").covers(&p("https://*.example.com")));
+        assert!(!p("https://*.example.com").covers(&p("https://example.com")));
+        assert!(!p("https://*.example.com").covers(&p("https://api.example.com:8443")));
+        assert!(!p("https://*.example.com").covers(&p("http://api.example.com")));
+        assert!(!p("https://api.example.com").covers(&p("https://*.example.com")));
+        assert!(!p("https://*.example.com").covers(&p("https://badexample.com")));
+        assert!(p("http://10.0.0.5:80").covers(&p("http://10.0.0.5")));
     }
 }

@@ -234,9 +234,15 @@ pub struct ConfigSetting {
     /// A required setting cannot have a `default`.
     #[serde(default)]
     pub required: bool,
-    /// `default`: the value used when the administrator sets none.
+    /// `default`: the value used when the administrator sets none. A secret setting
+    /// cannot have one (the manifest is public).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
+    /// `secret`: the value is a credential (an API key, a password). The host keeps it
+    /// write-only: listings say whether it is set, never what it is, and it stays out of
+    /// the audit ledger and the logs. Default: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secret: bool,
 }
 
 fn input_schema_schema(_: &mut SchemaGenerator) -> Schema {
@@ -476,6 +482,13 @@ impl ConfigSetting {
                 path,
                 "a required setting cannot have a default; remove \"default\" or set \
                  \"required\": false",
+            ));
+        }
+        if self.secret && self.default.is_some() {
+            return Err(ManifestError::invalid(
+                path,
+                "a secret setting cannot have a default: the manifest is public, so the \
+                 value would not be secret; remove \"default\"",
             ));
         }
         Ok(())

@@ -49,6 +49,16 @@ pub enum RuntimeError {
     ManifestMismatch(String),
 }
 
+/// Which pool of call slots was full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlotScope {
+    /// The tenant's share (`max_concurrent_calls_per_tenant`).
+    Tenant,
+    /// The whole host (`max_concurrent_calls`).
+    Host,
+}
+
 /// Which clock ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -132,6 +142,23 @@ pub enum CallError {
     Trap {
         /// The trap and, for a panic, the panic message the guest printed.
         message: String,
+    },
+    /// No call slot became free within the bounded wait; nothing ran. Try again later.
+    #[error(
+        "busy: all {limit} call slots {} were taken for {} ms; retry after {} s",
+        match scope { SlotScope::Tenant => "of this tenant (max_concurrent_calls_per_tenant)", SlotScope::Host => "of the host (max_concurrent_calls)" },
+        waited.as_millis(),
+        retry_after.as_secs()
+    )]
+    Busy {
+        /// Which pool was full.
+        scope: SlotScope,
+        /// Its size.
+        limit: u32,
+        /// How long the call waited.
+        waited: Duration,
+        /// When a retry may succeed.
+        retry_after: Duration,
     },
     /// The host itself failed to run the call (for example instantiation failed).
     #[error("host error running the plugin: {message}")]

@@ -34,14 +34,16 @@ mod kv;
 mod limits;
 mod plugin;
 mod runtime;
+mod slots;
 mod state;
 
 pub use cache::LoadSource;
 pub use egress::{
-    EgressAuthorizer, EgressDenial, EgressRecord, EgressRequest, EgressVerdict, NoCredentials,
-    blocked_class,
+    CeilingRule, CeilingViolation, DEFAULT_DENIED_RANGES, DEFAULT_DNS_TIMEOUT, EgressAuthorizer,
+    EgressCeiling, EgressDenial, EgressRecord, EgressRequest, EgressVerdict, IpRange, IpRangeError,
+    NoCredentials, blocked_class, redact_url,
 };
-pub use error::{CallError, Result, RuntimeError, TimeoutKind};
+pub use error::{CallError, Result, RuntimeError, SlotScope, TimeoutKind};
 pub use kv::{
     JsonFileKv, KvError, KvScope, KvStore, MAX_KEY_BYTES, MAX_VALUE_BYTES, MemoryKv, check_key,
 };

@@ -24,6 +24,9 @@ pub struct HostCeilings {
     pub max_outbound_requests: u32,
     /// Key-value bytes per (tenant, plugin, user) scope.
     pub kv_quota_bytes: u64,
+    /// Bytes of a tool's own error message (`tool-error.message`); longer ones are cut.
+    /// Also capped by `max_output_bytes`.
+    pub max_tool_error_bytes: usize,
     /// Log lines a call may write; later lines are dropped and counted.
     pub log_lines_per_call: u32,
     /// Bytes per log line; longer lines are cut.
@@ -43,6 +46,7 @@ impl Default for HostCeilings {
             max_http_request_bytes: 4 << 20,
             max_outbound_requests: 64,
             kv_quota_bytes: 16 << 20,
+            max_tool_error_bytes: 4096,
             log_lines_per_call: 200,
             log_line_bytes: 4096,
             wasm_stack_bytes: 512 * 1024,
@@ -75,6 +79,8 @@ pub struct EffectiveLimits {
     pub max_outbound_requests: u32,
     /// Key-value quota per scope, bytes.
     pub kv_quota_bytes: u64,
+    /// A tool error's message cap, bytes.
+    pub max_tool_error_bytes: usize,
     /// Log lines per call.
     pub log_lines_per_call: u32,
     /// Bytes per log line.
@@ -99,6 +105,10 @@ impl EffectiveLimits {
                 .max_outbound_requests
                 .min(ceilings.max_outbound_requests),
             kv_quota_bytes: asked.kv_quota_bytes.min(ceilings.kv_quota_bytes),
+            max_tool_error_bytes: ceilings.max_tool_error_bytes.min(
+                usize::try_from(asked.max_output_bytes.min(ceilings.max_output_bytes))
+                    .unwrap_or(usize::MAX),
+            ),
             log_lines_per_call: ceilings.log_lines_per_call,
             log_line_bytes: ceilings.log_line_bytes,
         }

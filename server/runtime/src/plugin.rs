@@ -159,7 +159,19 @@ impl Plugin {
                 },
             });
         }
-        let _permit = inner.runtime.permits.acquire().await;
+        let _slot = match inner.runtime.slots.acquire(&ctx.tenant).await {
+            Ok(slot) => slot,
+            Err(error) => {
+                return Err(CallFailure {
+                    error,
+                    egress: Vec::new(),
+                    stats: CallStats {
+                        elapsed: Duration::ZERO,
+                        log_lines_dropped: 0,
+                    },
+                });
+            }
+        };
         let (mut store, egress) = inner.new_store(ctx);
         let started = Instant::now();
         let run = async {
@@ -187,7 +199,7 @@ impl Plugin {
                 Err(error) => error,
             },
             Ok(Ok(Err(bindings::ToolError { code, message }))) => {
-                host_refusal(&records).unwrap_or(CallError::Tool { code, message })
+                host_refusal(&records).unwrap_or_else(|| inner.tool_error(code, message))
             }
             Ok(Err(trap)) => inner.classify_trap(store.data(), &trap, &records),
             Err(_elapsed) => CallError::Timeout {
@@ -216,7 +228,7 @@ impl Plugin {
         iterations: u64,
     ) -> Result<Duration, CallError> {
         let inner = &self.inner;
-        let _permit = inner.runtime.permits.acquire().await;
+        let _slot = inner.runtime.slots.acquire(&ctx.tenant).await?;
         let (mut store, _egress) = inner.new_store(ctx);
         // The CPU budget is per call; many calls on one instance would add up past it.
         store.data_mut().tick_budget = u64::MAX;
@@ -297,7 +309,7 @@ impl PluginInner {
         &self,
         ctx: &CallContext,
     ) -> Result<Vec<bindings::ToolDescriptor>, CallError> {
-        let _permit = self.runtime.permits.acquire().await;
+        let _slot = self.runtime.slots.acquire(&ctx.tenant).await?;
         let (mut store, egress) = self.new_store(ctx);
         let run = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
@@ -316,6 +328,16 @@ impl PluginInner {
                 kind: TimeoutKind::WallClock,
                 limit: self.limits.wall_clock,
             }),
+        }
+    }
+
+    /// The plugin's own error, cut to the host's limits: its message reaches the ledger
+    /// (twice), the API and the model, so a plugin must not be able to make it huge.
+    fn tool_error(&self, code: String, message: String) -> CallError {
+        let limit = self.limits.max_tool_error_bytes;
+        CallError::Tool {
+            code: truncate(code, MAX_TOOL_ERROR_CODE_BYTES),
+            message: truncate(message, limit),
         }
     }
 
@@ -371,6 +393,25 @@ impl PluginInner {
         }
         CallError::Trap { message }
     }
+}
+
+/// The longest error code kept; codes are meant to be short identifiers.
+const MAX_TOOL_ERROR_CODE_BYTES: usize = 64;
+
+/// `text` cut at a character boundary to at most `limit` bytes plus a note of how much
+/// was cut.
+fn truncate(mut text: String, limit: usize) -> String {
+    if text.len() <= limit {
+        return text;
+    }
+    let total = text.len();
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(&format!(" [truncated by the host: {total} bytes]"));
+    text
 }
 
 /// The first refusal the host made during the call, if any: when a call fails after the

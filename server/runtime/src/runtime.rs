@@ -11,12 +11,13 @@ use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::{self, PluginPre};
 use crate::cache::ComponentCache;
-use crate::egress::{EgressAuthorizer, EgressPolicy, NoCredentials};
+use crate::egress::{EgressAuthorizer, EgressCeiling, EgressPolicy, NoCredentials};
 use crate::engine::{EpochTicker, build_engine};
 use crate::error::{Result, RuntimeError, chain};
 use crate::kv::{KvStore, MemoryKv};
 use crate::limits::{EffectiveLimits, HostCeilings};
 use crate::plugin::{CallContext, Plugin, PluginInner};
+use crate::slots::CallSlots;
 use crate::state::CallState;
 
 /// How to build a [`Runtime`].
@@ -31,23 +32,36 @@ pub struct RuntimeConfig {
     pub epoch_tick: Duration,
     /// Calls that may run at once; sizes the pooling allocator. More calls wait.
     pub max_concurrent_calls: u32,
+    /// Of those, how many one tenant may hold at once (see the `slots` module).
+    pub max_concurrent_calls_per_tenant: u32,
+    /// How long a call waits for a slot before it fails with
+    /// [`CallError::Busy`](crate::CallError::Busy).
+    pub call_wait: Duration,
     /// The key-value store behind `cairn:plugin/kv`.
     pub kv: Arc<dyn KvStore>,
     /// Adds host-held credentials to allowed outbound requests.
     pub authorizer: Arc<dyn EgressAuthorizer>,
+    /// The operator's egress ceiling, over every plugin's `outbound_hosts`.
+    pub egress_ceiling: Arc<EgressCeiling>,
 }
 
 impl RuntimeConfig {
-    /// Defaults: [`HostCeilings::default`], a 10 ms tick, 64 concurrent calls, an
-    /// in-memory key-value store and no credentials.
+    /// Defaults: [`HostCeilings::default`], a 10 ms tick, 64 concurrent calls (no
+    /// per-tenant share below that), a 30 s wait for a slot, an
+    /// in-memory key-value store, no credentials and no egress ceiling beyond the
+    /// per-plugin policy ([`EgressCeiling::unrestricted`]: the server sets its own from
+    /// `[egress]`, whose default denies internal ranges).
     pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
         Self {
             cache_dir: cache_dir.into(),
             ceilings: HostCeilings::default(),
             epoch_tick: Duration::from_millis(10),
             max_concurrent_calls: 64,
+            max_concurrent_calls_per_tenant: 64,
+            call_wait: Duration::from_secs(30),
             kv: Arc::new(MemoryKv::new()),
             authorizer: Arc::new(NoCredentials),
+            egress_ceiling: Arc::new(EgressCeiling::unrestricted()),
         }
     }
 }
@@ -69,7 +83,8 @@ pub(crate) struct Shared {
     pub(crate) epoch_tick: Duration,
     pub(crate) kv: Arc<dyn KvStore>,
     pub(crate) authorizer: Arc<dyn EgressAuthorizer>,
-    pub(crate) permits: tokio::sync::Semaphore,
+    pub(crate) egress_ceiling: Arc<EgressCeiling>,
+    pub(crate) slots: CallSlots,
     _ticker: EpochTicker,
 }
 
@@ -90,7 +105,12 @@ impl Runtime {
                 epoch_tick: config.epoch_tick,
                 kv: config.kv,
                 authorizer: config.authorizer,
-                permits: tokio::sync::Semaphore::new(config.max_concurrent_calls.max(1) as usize),
+                egress_ceiling: config.egress_ceiling,
+                slots: CallSlots::new(
+                    config.max_concurrent_calls,
+                    config.max_concurrent_calls_per_tenant,
+                    config.call_wait,
+                ),
                 _ticker: ticker,
             }),
         })
@@ -128,12 +148,22 @@ impl Runtime {
 
         let permissions = &manifest.permissions;
         let limits = EffectiveLimits::clamp(permissions, &self.shared.ceilings);
-        let egress = Arc::new(EgressPolicy::new(
-            permissions.outbound_hosts.clone(),
-            limits.max_outbound_requests,
-            limits.max_http_response_bytes,
-            limits.max_http_request_bytes,
-        ));
+        let secrets = manifest
+            .config
+            .iter()
+            .filter(|(_, setting)| setting.secret)
+            .filter_map(|(key, _)| config.get(key).cloned())
+            .collect();
+        let egress = Arc::new(
+            EgressPolicy::new(
+                permissions.outbound_hosts.clone(),
+                Arc::clone(&self.shared.egress_ceiling),
+                limits.max_outbound_requests,
+                limits.max_http_response_bytes,
+                limits.max_http_request_bytes,
+            )
+            .with_secrets(secrets),
+        );
         let mut inner = PluginInner {
             runtime: Arc::clone(&self.shared),
             id: manifest.id.to_string(),
@@ -162,6 +192,12 @@ impl Runtime {
         Ok(Plugin {
             inner: Arc::new(inner),
         })
+    }
+
+    /// The operator's egress ceiling. An installer checks manifests against it with
+    /// [`EgressCeiling::check_manifest`]; every request is checked against it again.
+    pub fn egress_ceiling(&self) -> &EgressCeiling {
+        &self.shared.egress_ceiling
     }
 
     /// The wasmtime engine, for callers that precompile out of band.

@@ -5,17 +5,23 @@
 //! follows redirects for the guest. There the request is
 //! 1. counted against `max_outbound_requests`,
 //! 2. matched against the manifest's `outbound_hosts` (default ports made explicit),
-//! 3. resolved, and refused if any address is loopback, private, link-local, CGNAT and
-//!    so on (see [`blocked_class`]) unless the matching pattern names that address,
+//! 3. checked against the operator's [`EgressCeiling`] (origin allow-list), resolved
+//!    (with a timeout), and refused if any address is under the ceiling's denied ranges
+//!    or Cairn's own address, whatever the manifest says, or is loopback, private,
+//!    link-local, CGNAT and so on (see [`blocked_class`]) unless the matching pattern
+//!    names that address,
 //! 4. given host-side credentials by the [`EgressAuthorizer`] (the plugin never sees
 //!    them, and may not set `Authorization`, `Cookie` or `Proxy-Authorization` itself),
 //! 5. sent over a connection to the address checked in step 3, so a second DNS answer
 //!    cannot point it elsewhere (no DNS rebinding),
 //! 6. and its response body is capped at `max_http_response_bytes`.
 //!
-//! Each decision is recorded as an [`EgressRecord`] for the audit ledger.
+//! Each decision is recorded as an [`EgressRecord`] for the audit ledger, with the
+//! address actually connected to and secret-looking query values redacted.
 
 mod addr;
+mod ceiling;
+mod redact;
 mod send;
 
 use std::net::{IpAddr, SocketAddr};
@@ -28,6 +34,11 @@ use wasmtime_wasi_http::{
 };
 
 pub use addr::blocked_class;
+pub use ceiling::{
+    CeilingRule, CeilingViolation, DEFAULT_DENIED_RANGES, DEFAULT_DNS_TIMEOUT, EgressCeiling,
+    IpRange, IpRangeError,
+};
+pub use redact::redact_url;
 
 /// Headers only the host may set: credentials are injected at egress.
 const CREDENTIAL_HEADERS: [HeaderName; 3] = [
@@ -45,7 +56,9 @@ fn is_forbidden(name: &HeaderName) -> bool {
 pub struct EgressRecord {
     /// The HTTP method.
     pub method: String,
-    /// The URL with its port made explicit, e.g. `https://api.example.com:443/v1/items`.
+    /// The URL with its port made explicit, e.g. `https://api.example.com:443/v1/items`,
+    /// and the values of secret-looking query keys (`api_key`, `token`, ...) replaced by
+    /// `REDACTED` (see [`redact_url`]).
     pub url: String,
     /// The decision.
     pub verdict: EgressVerdict,
@@ -59,7 +72,8 @@ pub enum EgressVerdict {
     Allowed {
         /// The `outbound_hosts` entry that allowed it.
         rule: String,
-        /// The address the host checked and connected to.
+        /// The address the host connected to (the one checked against the policy and
+        /// the ceiling); if no connection could be made, the last address tried.
         address: SocketAddr,
     },
     /// Refused before anything was sent.
@@ -120,6 +134,17 @@ pub enum EgressDenial {
         host: String,
         /// The resolver's error.
         message: String,
+    },
+    /// The operator's egress ceiling refuses the request, whatever the manifest says.
+    #[error("{url}: {rule}")]
+    Ceiling {
+        /// The URL asked for.
+        url: String,
+        /// The address refused, when the rule is about an address.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        address: Option<IpAddr>,
+        /// Which rule of the ceiling.
+        rule: CeilingRule,
     },
     /// The request itself is not acceptable (no host, unsupported scheme, body too big).
     #[error("{url}: {message}")]
@@ -183,19 +208,39 @@ impl EgressAuthorizer for NoCredentials {
     }
 }
 
-/// A plugin's egress policy: its `outbound_hosts` and size limits. Built once at load.
+/// A plugin's egress policy: its `outbound_hosts` and size limits, under the operator's
+/// ceiling. Built once at load.
 #[derive(Debug)]
 pub(crate) struct EgressPolicy {
     pub(crate) rules: Vec<HostPattern>,
+    pub(crate) ceiling: Arc<EgressCeiling>,
     allowed: String,
     pub(crate) max_requests: u32,
     pub(crate) max_response_bytes: u64,
     pub(crate) max_request_bytes: u64,
+    /// Values of the plugin's `secret` settings, never written into a record or a log.
+    secrets: Vec<String>,
 }
 
 impl EgressPolicy {
+    /// Also hides these values (the plugin's `secret` settings) wherever they appear in
+    /// a recorded URL, not only in secret-looking query keys.
+    pub(crate) fn with_secrets(mut self, secrets: Vec<String>) -> Self {
+        // Longest first, so a secret containing another is replaced whole.
+        self.secrets = secrets.into_iter().filter(|s| s.len() >= 4).collect();
+        self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        self
+    }
+
+    fn hide_secrets(&self, url: String) -> String {
+        self.secrets.iter().fold(url, |url, secret| {
+            url.replace(secret.as_str(), redact::REDACTED)
+        })
+    }
+
     pub(crate) fn new(
         rules: Vec<HostPattern>,
+        ceiling: Arc<EgressCeiling>,
         max_requests: u32,
         max_response_bytes: u64,
         max_request_bytes: u64,
@@ -207,10 +252,12 @@ impl EgressPolicy {
             .join(", ");
         Self {
             rules,
+            ceiling,
             allowed,
             max_requests,
             max_response_bytes,
             max_request_bytes,
+            secrets: Vec::new(),
         }
     }
 }
@@ -300,14 +347,17 @@ impl EgressHooks {
         let default_port = if tls { 443 } else { 80 };
         let Some(authority) = uri.authority() else {
             return Err(EgressDenial::Invalid {
-                url: uri.to_string(),
+                url: self.call.policy.hide_secrets(redact_url(&uri.to_string())),
                 message: "the request names no host".into(),
             });
         };
         let host = authority.host().to_string();
         let port = authority.port_u16().unwrap_or(default_port);
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let url = format!("{scheme}://{host}:{port}{path}");
+        let url = self
+            .call
+            .policy
+            .hide_secrets(redact_url(&format!("{scheme}://{host}:{port}{path}")));
         let policy = &self.call.policy;
         if self.sent > policy.max_requests {
             return Err(EgressDenial::TooManyRequests {
@@ -320,6 +370,13 @@ impl EgressHooks {
             return Err(EgressDenial::Invalid {
                 url,
                 message: format!("scheme {scheme} is not supported"),
+            });
+        }
+        if let Err(rule) = policy.ceiling.check_origin(&scheme, &host, port) {
+            return Err(EgressDenial::Ceiling {
+                url,
+                address: None,
+                rule,
             });
         }
         match policy
@@ -383,6 +440,7 @@ pub(crate) fn denial_url(denial: &EgressDenial) -> &str {
         | EgressDenial::TooManyRequests { url, .. }
         | EgressDenial::Unresolved { url, .. }
         | EgressDenial::Invalid { url, .. }
+        | EgressDenial::Ceiling { url, .. }
         | EgressDenial::Credentials { url, .. } => url,
     }
 }

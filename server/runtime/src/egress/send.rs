@@ -43,21 +43,26 @@ pub(crate) async fn send(
         Err(Error::HttpRequestDenied)
     };
 
-    // Step 3: resolve and check every address. An IP literal resolves to itself.
+    // Step 3: resolve (within the ceiling's DNS timeout: a slow resolver must not hold
+    // the call) and check every address. An IP literal resolves to itself.
     let bare = target.host.trim_start_matches('[').trim_end_matches(']');
+    let ceiling = &call.policy.ceiling;
     let addrs: Vec<SocketAddr> = match bare.parse() {
         Ok(ip) => vec![SocketAddr::new(ip, target.port)],
-        Err(_) => match tokio::net::lookup_host((bare, target.port)).await {
-            Ok(addrs) => addrs.collect(),
-            Err(e) => {
-                let denial = EgressDenial::Unresolved {
-                    url: target.url.clone(),
-                    host: target.host.clone(),
-                    message: e.to_string(),
-                };
-                return deny(denial, body);
+        Err(_) => {
+            let lookup = tokio::net::lookup_host((bare, target.port));
+            match resolve(lookup, ceiling.dns_timeout()).await {
+                Ok(addrs) => addrs,
+                Err(message) => {
+                    let denial = EgressDenial::Unresolved {
+                        url: target.url.clone(),
+                        host: target.host.clone(),
+                        message,
+                    };
+                    return deny(denial, body);
+                }
             }
-        },
+        }
     };
     if addrs.is_empty() {
         let denial = EgressDenial::Unresolved {
@@ -70,6 +75,15 @@ pub(crate) async fn send(
     let named = target.rule.names_ip();
     for addr in &addrs {
         let ip = addr.ip().to_canonical();
+        // The operator's ceiling first: no manifest entry can lift it.
+        if let Err(rule) = ceiling.check_address(*addr) {
+            let denial = EgressDenial::Ceiling {
+                url: target.url.clone(),
+                address: Some(ip),
+                rule,
+            };
+            return deny(denial, body);
+        }
         if let Some(class) = super::blocked_class(ip)
             && named != Some(ip)
         {
@@ -111,20 +125,25 @@ pub(crate) async fn send(
     // and plugin requests are API calls, not uploads.
     let body = collect_capped(body, call.policy.max_request_bytes).await?;
 
+    // Step 5: connect to the addresses checked above, not to the name again, and record
+    // the one connected to (or, when none answered, the last one tried).
+    let connect_timeout = options
+        .and_then(|o| o.connect_timeout)
+        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let connected = connect(&addrs, connect_timeout).await;
+    let address = match &connected {
+        Ok((_, address)) => *address,
+        Err(_) => addrs[addrs.len() - 1],
+    };
     call.record(
         &parts.method,
         &target.url,
         EgressVerdict::Allowed {
             rule: target.rule.to_string(),
-            address: addrs[0],
+            address,
         },
     );
-
-    // Step 5: connect to the addresses checked above, not to the name again.
-    let connect_timeout = options
-        .and_then(|o| o.connect_timeout)
-        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-    let stream = connect(&addrs, connect_timeout).await?;
+    let (stream, _) = connected?;
     let stream: Box<dyn Io> = if target.tls {
         let name = rustls::pki_types::ServerName::try_from(bare.to_string())
             .map_err(|_| Error::InvalidDnsNameError(rustls::pki_types::InvalidDnsNameError))?;
@@ -193,14 +212,33 @@ pub(crate) async fn send(
     Ok((response, io))
 }
 
+/// Runs a DNS lookup for at most `timeout`: the system resolver may take tens of seconds
+/// to give up, and the call would hold its slot all that time.
+async fn resolve<I: Iterator<Item = SocketAddr>>(
+    lookup: impl Future<Output = std::io::Result<I>>,
+    timeout: Duration,
+) -> Result<Vec<SocketAddr>, String> {
+    match tokio::time::timeout(timeout, lookup).await {
+        Ok(Ok(addrs)) => Ok(addrs.collect()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "the DNS lookup took longer than {} ms (egress.dns_timeout_ms)",
+            timeout.as_millis()
+        )),
+    }
+}
+
 trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
-async fn connect(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, Error> {
+async fn connect(
+    addrs: &[SocketAddr],
+    timeout: Duration,
+) -> Result<(TcpStream, SocketAddr), Error> {
     let mut last = Error::ConnectionRefused;
     for addr in addrs {
         match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Ok(stream)) => return Ok((stream, *addr)),
             Ok(Err(e)) => last = Error::Connect(e),
             Err(_) => last = Error::ConnectionTimeout,
         }
@@ -287,5 +325,24 @@ impl Body for CappedBody {
 
     fn is_end_stream(&self) -> bool {
         self.tripped || self.inner.is_end_stream()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dns_lookup_that_never_answers_times_out() {
+        let never = std::future::pending::<std::io::Result<std::vec::IntoIter<SocketAddr>>>();
+        let started = std::time::Instant::now();
+        let error = resolve(never, Duration::from_millis(50)).await.unwrap_err();
+        assert!(error.contains("egress.dns_timeout_ms"), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let ok = async { Ok(vec![SocketAddr::from(([93, 184, 216, 34], 443))].into_iter()) };
+        assert_eq!(
+            resolve(ok, Duration::from_millis(50)).await.unwrap().len(),
+            1
+        );
     }
 }

@@ -4,6 +4,7 @@
 mod attacks;
 mod cache;
 mod capabilities;
+mod ceiling;
 mod egress;
 mod examples;
 mod helpers;
