@@ -32,7 +32,8 @@
 //!             reason: None,
 //!         })
 //!         .collect();
-//!     agent.resume(&tenant, run_id, decisions).await?;
+//!     let owner = Caller::user(UserId::parse("alice").unwrap(), Vec::<String>::new());
+//!     agent.resume(&tenant, run_id, &owner, decisions).await?;
 //! }
 //! # Ok(()) }
 //! ```
@@ -58,7 +59,7 @@ mod runtime_tools;
 mod selection;
 mod tools;
 
-pub use agent::{Agent, ApprovalDecision, RunInfo, RunOutcome, StartRun};
+pub use agent::{Agent, ApprovalDecision, Caller, RunInfo, RunOutcome, StartRun};
 pub use config::{AgentConfig, AgentDeps};
 pub use error::{AgentError, Result};
 pub use policy::{ApprovalMode, ApprovalPolicy, Gate, TenantApprovalPolicy};

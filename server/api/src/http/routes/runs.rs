@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use cairn_agent::{AgentError, ApprovalDecision, PendingCall, RunOutcome, StartRun};
-use cairn_audit::{Actor, ConversationId, RunId, RunStatus, StepKind, StepRecord, TenantId};
+use cairn_audit::{ConversationId, RunId, RunStatus, StepKind, StepRecord, TenantId};
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
@@ -52,6 +52,7 @@ impl From<AgentError> for ApiError {
                 code: "run_ended",
                 message,
             },
+            AgentError::NotPermitted { .. } => ApiError::Forbidden(message),
             AgentError::RunBusy(_) => ApiError::Conflict {
                 code: "run_busy",
                 message,
@@ -492,7 +493,8 @@ async fn decide(
     let agent = std::sync::Arc::clone(state.copilot.agent());
     let tenant = user.tenant.clone();
     let run = path.id;
-    drive(async move { agent.resume(&tenant, run, decisions).await }).await?;
+    let caller = user.caller();
+    drive(async move { agent.resume(&tenant, run, &caller, decisions).await }).await?;
     Ok(AppJson(run_view(&state, &user.tenant, path.id).await?))
 }
 
@@ -534,12 +536,10 @@ async fn cancel_run(
     } else {
         parse_json(&bytes)?
     };
-    let by = Actor::parse(format!("user:{}", user.user.as_str()))
-        .map_err(|e| ApiError::Internal(e.into()))?;
     state
         .copilot
         .agent()
-        .cancel(&user.tenant, path.id, by, body.reason)
+        .cancel(&user.tenant, path.id, &user.caller(), body.reason)
         .await?;
     // A run driven here records its cancellation from its own task; give it a moment so
     // the answer usually shows the end state.
