@@ -458,7 +458,7 @@ pub struct DecisionsBody {
         (status = 200, description = "The run after the decisions.", body = RunView),
         (status = 400, description = "Malformed body or id.", body = ErrorBody),
         (status = 401, description = "No valid token.", body = ErrorBody),
-        (status = 403, description = "Not a user.", body = ErrorBody),
+        (status = 403, description = "Not a user, or neither the run's owner nor a holder of an approver role.", body = ErrorBody),
         (status = 404, description = "No such run in this tenant.", body = ErrorBody),
         (status = 409, description = "The run is not awaiting approval, has ended, or is being resumed.", body = ErrorBody),
         (status = 413, description = "Body larger than max_body_bytes.", body = ErrorBody),
@@ -517,7 +517,7 @@ pub struct CancelBody {
         (status = 200, description = "The run after cancelling (`cancelled`, or still `running` for a moment if it was being driven).", body = RunView),
         (status = 400, description = "Malformed body or id.", body = ErrorBody),
         (status = 401, description = "No valid token.", body = ErrorBody),
-        (status = 403, description = "Not a user.", body = ErrorBody),
+        (status = 403, description = "Not a user, or neither the run's owner nor a holder of an approver role.", body = ErrorBody),
         (status = 404, description = "No such run in this tenant.", body = ErrorBody),
         (status = 409, description = "The run has already ended.", body = ErrorBody),
         (status = 413, description = "Body larger than max_body_bytes.", body = ErrorBody)
