@@ -120,6 +120,55 @@ pub struct ApprovalDecision {
     pub reason: Option<String>,
 }
 
+/// Who asks to decide or stop a run. A run belongs to the user who started it: only they,
+/// someone holding one of the approval policy's `approver_roles`, or the host itself may
+/// approve, deny or cancel it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A person (a token's subject) with the roles their token carries.
+    User {
+        /// Who.
+        id: UserId,
+        /// Their roles, by name (matched against the policy's `approver_roles`).
+        roles: Vec<String>,
+    },
+    /// The host acting on its own account (e.g. ending a run whose tool calls went back
+    /// to the client), recorded as this actor.
+    Host(Actor),
+}
+
+impl Caller {
+    /// A person with these roles.
+    pub fn user<S: Into<String>>(id: UserId, roles: impl IntoIterator<Item = S>) -> Self {
+        Caller::User {
+            id,
+            roles: roles.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// The actor a cancellation by this caller is recorded as.
+    fn actor(&self) -> Result<Actor> {
+        match self {
+            Caller::Host(actor) => Ok(actor.clone()),
+            Caller::User { id, .. } => {
+                Actor::parse(format!("user:{id}")).map_err(|e| AgentError::Invalid {
+                    what: "actor",
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Caller::User { id, .. } => write!(f, "user:{id}"),
+            Caller::Host(actor) => actor.fmt(f),
+        }
+    }
+}
+
 /// A run as the ledger has it, with the calls it waits on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunInfo {
@@ -139,10 +188,12 @@ pub(crate) struct CancelRequest {
     pub reason: Option<String>,
 }
 
-/// A run being driven in this process: its tenant (so `cancel` cannot reach across
-/// tenants) and the channel its driver watches.
+/// A run being driven in this process (or being cancelled here): its tenant (so `cancel`
+/// cannot reach across tenants), its owner (who may cancel it), and the channel its
+/// driver watches.
 struct Active {
     tenant: TenantId,
+    owner: UserId,
     cancel: watch::Sender<Option<CancelRequest>>,
 }
 
@@ -220,6 +271,7 @@ impl Agent {
     fn register(
         &self,
         tenant: &TenantId,
+        owner: &UserId,
         run: RunId,
     ) -> Result<(ActiveGuard<'_>, watch::Receiver<Option<CancelRequest>>)> {
         let mut active = self.active();
@@ -231,10 +283,35 @@ impl Agent {
             run,
             Active {
                 tenant: tenant.clone(),
+                owner: owner.clone(),
                 cancel: tx,
             },
         );
         Ok((ActiveGuard { agent: self, run }, rx))
+    }
+
+    /// Refuses `caller` unless the run is theirs, they hold an approver role, or they
+    /// are the host.
+    fn authorize(&self, caller: &Caller, owner: &UserId, run: RunId, action: &str) -> Result<()> {
+        let Caller::User { id, roles } = caller else {
+            return Ok(());
+        };
+        let policy = self.policy();
+        if id == owner || policy.may_act_for_others(roles) {
+            return Ok(());
+        }
+        let who = if policy.approver_roles.is_empty() {
+            "only the user who started it".to_owned()
+        } else {
+            format!(
+                "only the user who started it or a holder of the role {}",
+                policy.approver_roles.join(" or ")
+            )
+        };
+        Err(AgentError::NotPermitted {
+            run,
+            reason: format!("{who} may {action} it"),
+        })
     }
 
     /// Records a new run and registers it as driven here; the guard unregisters it.
@@ -253,7 +330,7 @@ impl Agent {
             .await
             .map_err(|e| AgentError::ledger(None, "start_run", e))?;
         tracing::Span::current().record("run", tracing::field::display(run.id));
-        let (guard, cancel) = self.register(&tenant, run.id)?;
+        let (guard, cancel) = self.register(&tenant, &user, run.id)?;
         let cx = RunCtx {
             agent: self,
             tenant,
@@ -432,27 +509,37 @@ impl Agent {
     /// over the same ledger, after a restart too. The decisions are recorded (who, when,
     /// why), approved calls run, denied ones go back to the model as errors, and the run
     /// continues as after [`start`](Agent::start).
-    #[tracing::instrument(skip(self, decisions), fields(tenant = %tenant, run = %run_id, decisions = decisions.len()))]
+    ///
+    /// Only the run's owner, a holder of one of the policy's `approver_roles`, or the
+    /// host may decide ([`AgentError::NotPermitted`] otherwise), and each decision must be
+    /// made out in the caller's own name.
+    #[tracing::instrument(skip(self, decisions), fields(tenant = %tenant, run = %run_id, by = %caller, decisions = decisions.len()))]
     pub async fn resume(
         &self,
         tenant: &TenantId,
         run_id: RunId,
+        caller: &Caller,
         decisions: Vec<ApprovalDecision>,
     ) -> Result<RunOutcome> {
         let run = self.ledger_run(tenant, run_id).await?;
-        if run.status.is_terminal() {
-            return Err(AgentError::RunEnded {
+        self.authorize(caller, &run.user, run_id, "approve or deny calls of")?;
+        if let Caller::User { id, .. } = caller
+            && let Some(d) = decisions.iter().find(|d| &d.by != id)
+        {
+            return Err(AgentError::NotPermitted {
                 run: run_id,
-                status: run.status,
+                reason: format!(
+                    "call {:?}: a decision is recorded as its caller's, not {}'s",
+                    d.call_id, d.by
+                ),
             });
         }
-        if run.status != RunStatus::AwaitingApproval {
-            return Err(AgentError::NotAwaitingApproval {
-                run: run_id,
-                status: run.status,
-            });
-        }
-        let (_guard, cancel) = self.register(tenant, run_id)?;
+        awaiting_approval(&run)?;
+        // Claim the run, then read again where it stands: a cancellation recorded from
+        // this process before the claim is seen here, so no approved call runs after it.
+        let (_guard, cancel) = self.register(tenant, &run.user, run_id)?;
+        let run = self.ledger_run(tenant, run_id).await?;
+        awaiting_approval(&run)?;
         let trail = self
             .deps
             .ledger
@@ -534,29 +621,56 @@ impl Agent {
         }
     }
 
-    /// Asks a run to stop. A run driven in this process stops at once (a model request or
-    /// tool call in flight is abandoned) and records `run_cancelled`; a paused run, or
-    /// one driven by another process, gets `run_cancelled` appended here, which seals it
-    /// (the other process's next append then fails and it stops).
-    #[tracing::instrument(skip(self, reason), fields(tenant = %tenant, run = %run_id, by = %by))]
+    /// Asks a run to stop, on behalf of its owner, a holder of an approver role, or the
+    /// host ([`AgentError::NotPermitted`] otherwise).
+    ///
+    /// A run driven in this process stops before its next action: a model request in
+    /// flight is abandoned, tool calls in flight finish and their results are recorded,
+    /// then `run_cancelled`. So a tool never runs after the run is sealed, and every call
+    /// that ran has its result on file. A paused run, or one driven by another process,
+    /// gets `run_cancelled` appended here, which seals it (the other process's next append
+    /// then fails and it stops); while that is written the run is claimed in this
+    /// process, so a `resume` here cannot start an approved call meanwhile.
+    ///
+    /// Limit: across processes the ledger has no compare-and-append yet, so a
+    /// cancellation from one host can seal a run whose approved call another host has
+    /// just started; that call's result is then not recorded.
+    #[tracing::instrument(skip(self, reason), fields(tenant = %tenant, run = %run_id, by = %caller))]
     pub async fn cancel(
         &self,
         tenant: &TenantId,
         run_id: RunId,
-        by: Actor,
+        caller: &Caller,
         reason: Option<String>,
     ) -> Result<()> {
+        let by = caller.actor()?;
         {
             let active = self.active();
             if let Some(a) = active.get(&run_id) {
                 if &a.tenant != tenant {
                     return Err(AgentError::RunNotFound(run_id));
                 }
+                self.authorize(caller, &a.owner, run_id, "cancel")?;
                 a.cancel.send_replace(Some(CancelRequest { by, reason }));
                 return Ok(());
             }
         }
         let run = self.ledger_run(tenant, run_id).await?;
+        self.authorize(caller, &run.user, run_id, "cancel")?;
+        // Claim the run while the cancellation is written, so no resume here starts an
+        // approved call in between. A driver that registered since the read is told
+        // instead.
+        let _claim = match self.register(tenant, &run.user, run_id) {
+            Ok((guard, _)) => guard,
+            Err(AgentError::RunBusy(_)) => {
+                if let Some(a) = self.active().get(&run_id) {
+                    a.cancel.send_replace(Some(CancelRequest { by, reason }));
+                    return Ok(());
+                }
+                return Err(AgentError::RunBusy(run_id));
+            }
+            Err(e) => return Err(e),
+        };
         if run.status.is_terminal() {
             return Err(AgentError::RunEnded {
                 run: run_id,
@@ -674,6 +788,23 @@ impl Agent {
             }
         }
     }
+}
+
+/// Refuses to resume a run that has ended or is not paused for approval.
+fn awaiting_approval(run: &Run) -> Result<()> {
+    if run.status.is_terminal() {
+        return Err(AgentError::RunEnded {
+            run: run.id,
+            status: run.status,
+        });
+    }
+    if run.status != RunStatus::AwaitingApproval {
+        return Err(AgentError::NotAwaitingApproval {
+            run: run.id,
+            status: run.status,
+        });
+    }
+    Ok(())
 }
 
 /// Lines up decisions with the pending calls, in pending order, refusing unknown,

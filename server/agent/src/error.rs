@@ -70,6 +70,16 @@ pub enum AgentError {
     /// in the ledger); nothing was executed by this request.
     #[error("run {0} is already being driven by another request")]
     RunBusy(RunId),
+    /// The caller may not decide or cancel this run: another user started it and the
+    /// caller holds none of the policy's `approver_roles` (or a decision was made out in
+    /// someone else's name).
+    #[error("run {run}: {reason}")]
+    NotPermitted {
+        /// The run.
+        run: RunId,
+        /// What was refused and who may do it instead.
+        reason: String,
+    },
     /// The run has ended; it cannot be cancelled or resumed.
     #[error("run {run} has already ended ({status:?})")]
     RunEnded {

@@ -33,7 +33,8 @@
 //!             reason: None,
 //!         })
 //!         .collect();
-//!     agent.resume(&tenant, run_id, decisions).await?;
+//!     let owner = Caller::user(UserId::parse("alice").unwrap(), Vec::<String>::new());
+//!     agent.resume(&tenant, run_id, &owner, decisions).await?;
 //! }
 //! # Ok(()) }
 //! ```
@@ -60,7 +61,7 @@ mod selection;
 mod settings;
 mod tools;
 
-pub use agent::{Agent, ApprovalDecision, InvokeTool, RunInfo, RunOutcome, StartRun};
+pub use agent::{Agent, ApprovalDecision, Caller, InvokeTool, RunInfo, RunOutcome, StartRun};
 pub use config::{AgentConfig, AgentDeps};
 pub use error::{AgentError, Result};
 pub use policy::{ApprovalMode, ApprovalPolicy, Gate, TenantApprovalPolicy};

@@ -52,7 +52,10 @@ pub struct TenantApprovalPolicy {
 /// ```
 /// Lookup order, most specific first: the tenant's tool entry, the tenant's default, the
 /// global tool entry, the global default.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Who may decide: a run's calls are approved or denied, and the run cancelled, by the
+/// user who started it, or by someone holding one of `approver_roles` in the run's tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalPolicy {
     /// `default`: the mode for everything not listed (default `ask_unless_read_only`).
@@ -64,6 +67,27 @@ pub struct ApprovalPolicy {
     /// `tenants`: per-tenant policies by tenant id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tenants: BTreeMap<String, TenantApprovalPolicy>,
+    /// `approver_roles`: roles (as the identity provider names them) whose holders may
+    /// approve, deny and cancel other users' runs in their own tenant (default
+    /// `["approver"]`; `[]` leaves every run to its owner alone).
+    #[serde(default = "default_approver_roles")]
+    pub approver_roles: Vec<String>,
+}
+
+fn default_approver_roles() -> Vec<String> {
+    vec!["approver".to_owned()]
+}
+
+impl Default for ApprovalPolicy {
+    /// Approval unless read-only; owners and `approver`s decide.
+    fn default() -> Self {
+        Self {
+            default: ApprovalMode::default(),
+            tools: BTreeMap::new(),
+            tenants: BTreeMap::new(),
+            approver_roles: default_approver_roles(),
+        }
+    }
 }
 
 /// What the policy decided for one call.
@@ -131,6 +155,13 @@ impl ApprovalPolicy {
             return (*m, format!("approval.tools.{key}"));
         }
         (self.default, "approval.default".to_string())
+    }
+
+    /// Whether a holder of `roles` may decide and cancel runs other users started.
+    pub fn may_act_for_others<S: AsRef<str>>(&self, roles: &[S]) -> bool {
+        roles
+            .iter()
+            .any(|r| self.approver_roles.iter().any(|a| a == r.as_ref()))
     }
 
     /// Decides one call to `plugin.tool` with the given manifest annotations.
@@ -221,6 +252,17 @@ mod tests {
             p.decide("globex", "table", "sort_rows", &ro(true)),
             Gate::Run
         );
+    }
+
+    #[test]
+    fn approver_roles_default_to_approver_and_can_be_emptied() {
+        let p = ApprovalPolicy::default();
+        assert!(p.may_act_for_others(&["user", "approver"]));
+        assert!(!p.may_act_for_others(&["user", "admin"]));
+        let p = ApprovalPolicy::from_json_str(r#"{ "default": "always_ask" }"#).unwrap();
+        assert_eq!(p.approver_roles, ["approver"]);
+        let p = ApprovalPolicy::from_json_str(r#"{ "approver_roles": [] }"#).unwrap();
+        assert!(!p.may_act_for_others(&["approver"]));
     }
 
     #[test]

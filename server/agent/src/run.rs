@@ -238,6 +238,21 @@ impl RunCtx<'_> {
         }
     }
 
+    /// Awaits `fut` unless the deadline passes first. Tool calls run under this rather
+    /// than [`interruptible`](Self::interruptible): a cancellation must not abandon a call
+    /// that has started (its effect may have happened), so it waits for the results,
+    /// which are recorded before `run_cancelled`.
+    async fn until_deadline<T>(
+        &self,
+        fut: impl Future<Output = T>,
+    ) -> std::result::Result<T, Stop> {
+        tokio::select! {
+            biased;
+            () = tokio::time::sleep_until(self.deadline) => Err(Stop::Deadline),
+            v = fut => Ok(v),
+        }
+    }
+
     /// Records a stop and says how the run ended.
     async fn end(&mut self, stop: Stop) -> Result<RunOutcome> {
         match stop {
@@ -558,6 +573,10 @@ impl RunCtx<'_> {
 
     /// Runs the calls marked [`Action::Run`] concurrently, then records every call's
     /// outcome in call order. `Some(outcome)` when the run was stopped meanwhile.
+    ///
+    /// A cancellation that arrived before the calls start stops them from starting; one
+    /// that arrives while they run takes effect once their results are recorded. The
+    /// run's own task appends `run_cancelled`, so no call runs after the run is sealed.
     pub(crate) async fn execute_and_record(
         &mut self,
         planned: Vec<Planned>,
@@ -572,6 +591,9 @@ impl RunCtx<'_> {
             .collect();
         let mut executed: HashMap<usize, (ToolExecution, u64)> = HashMap::new();
         if !runs.is_empty() {
+            if let Some(stop) = self.stopped() {
+                return self.end(stop).await.map(Some);
+            }
             let agent = self.agent;
             let (tenant, user) = (self.tenant.clone(), self.user.clone());
             let calls = runs.into_iter().map(|(i, entry, arguments)| {
@@ -589,7 +611,7 @@ impl RunCtx<'_> {
                     (i, execution, started.elapsed().as_millis() as u64)
                 }
             });
-            match self.interruptible(join_all(calls)).await {
+            match self.until_deadline(join_all(calls)).await {
                 Err(stop) => return self.end(stop).await.map(Some),
                 Ok(done) => {
                     for (i, execution, ms) in done {
@@ -667,6 +689,10 @@ impl RunCtx<'_> {
                     self.append(&plugin_actor, step).await?;
                 }
             }
+        }
+        let cancelled = self.cancel.borrow().clone();
+        if let Some(c) = cancelled {
+            return self.end(Stop::Cancelled(c)).await.map(Some);
         }
         Ok(None)
     }

@@ -251,6 +251,18 @@ pub struct OidcConfig {
     /// `exp` and `nbf`.
     #[serde(default = "default_leeway")]
     pub leeway_seconds: u64,
+    /// `token_type = "at+jwt"` / `CAIRN_OIDC_TOKEN_TYPE`: the JWT header `typ` every
+    /// token must carry (RFC 9068 access tokens; `application/at+jwt` and any case match),
+    /// so an ID token with a matching `aud` is refused. `""` turns the check off, for
+    /// issuers that do not set it; then `required_claims` must say what marks an access
+    /// token.
+    #[serde(default = "default_token_type")]
+    pub token_type: Option<String>,
+    /// `required_claims = { token_use = "access" }`: claims a token must carry with
+    /// exactly these values (an array claim must contain the value), e.g. Cognito's
+    /// `token_use` or a `scope` only access tokens have. Empty by default.
+    #[serde(default)]
+    pub required_claims: std::collections::BTreeMap<String, String>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -303,6 +315,9 @@ fn default_min_refetch() -> u64 {
 }
 fn default_leeway() -> u64 {
     30
+}
+fn default_token_type() -> Option<String> {
+    Some("at+jwt".into())
 }
 
 impl Default for Config {
@@ -400,6 +415,8 @@ impl Config {
                     jwks_cache_seconds: default_jwks_cache(),
                     jwks_min_refetch_seconds: default_min_refetch(),
                     leeway_seconds: default_leeway(),
+                    token_type: default_token_type(),
+                    required_claims: Default::default(),
                 });
             }
             Some("oidc") => {}
@@ -450,6 +467,9 @@ impl Config {
             }
             if let Some(v) = var("CAIRN_OIDC_LEEWAY_SECONDS") {
                 oidc.leeway_seconds = parse("CAIRN_OIDC_LEEWAY_SECONDS", v)?;
+            }
+            if let Some(v) = var("CAIRN_OIDC_TOKEN_TYPE") {
+                oidc.token_type = Some(v);
             }
         }
         Ok(())
@@ -536,6 +556,16 @@ impl Config {
             })?;
             if oidc.audience.is_empty() {
                 return Err(ConfigError::Invalid("auth.audience is empty".into()));
+            }
+            if oidc.token_type.as_deref().is_none_or(str::is_empty)
+                && oidc.required_claims.is_empty()
+            {
+                return Err(ConfigError::Invalid(
+                    "auth.token_type is off and auth.required_claims is empty: an ID token \
+                     whose aud matches would be taken for an access token; keep \
+                     token_type = \"at+jwt\" or name the claims only access tokens carry"
+                        .into(),
+                ));
             }
         }
         if self.max_body_bytes == 0 || self.max_package_bytes == 0 {

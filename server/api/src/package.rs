@@ -370,4 +370,100 @@ mod tests {
             "{error}"
         );
     }
+
+    /// Property tests: the reader takes hostile bytes, so whatever it is given it returns
+    /// a package or an error, never panics, and what it accepts is self-consistent.
+    /// Bounded (256 cases each) so CI runs them in seconds; `PROPTEST_CASES` raises it.
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn config() -> ProptestConfig {
+            ProptestConfig {
+                cases: 256,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            }
+        }
+
+        fn valid(component: &[u8]) -> Vec<u8> {
+            let package = Package::new(MANIFEST.to_owned(), component.to_vec()).unwrap();
+            let mut bytes = Vec::new();
+            package.write_to(&mut bytes).unwrap();
+            bytes
+        }
+
+        /// An accepted package's component hashes to its digest and its manifest parses.
+        fn consistent(bytes: &[u8]) -> Result<(), TestCaseError> {
+            if let Ok(p) = Package::read_from(bytes) {
+                prop_assert_eq!(p.digest(), ComponentDigest::of(p.component()));
+                prop_assert!(Manifest::from_json_str(p.manifest_json()).is_ok());
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn any_component_round_trips(component in prop::collection::vec(any::<u8>(), 0..4096)) {
+                let read = Package::read_from(valid(&component).as_slice()).unwrap();
+                prop_assert_eq!(read.component(), component.as_slice());
+                prop_assert_eq!(read.manifest_json(), MANIFEST);
+            }
+
+            #[test]
+            fn arbitrary_bytes_are_refused_cleanly(bytes in prop::collection::vec(any::<u8>(), 0..3072)) {
+                consistent(&bytes)?;
+            }
+
+            #[test]
+            fn corrupted_packages_are_refused_or_consistent(
+                component in prop::collection::vec(any::<u8>(), 0..600),
+                edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+            ) {
+                let mut bytes = valid(&component);
+                for (at, byte) in edits {
+                    let i = at.index(bytes.len());
+                    bytes[i] = byte;
+                }
+                consistent(&bytes)?;
+            }
+
+            #[test]
+            fn truncated_packages_are_refused(
+                component in prop::collection::vec(any::<u8>(), 1..600),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let bytes = valid(&component);
+                // Cut before the last entry's data ends (after it come padding to a
+                // 512-byte block and two zero blocks, which a reader may do without).
+                let end = bytes.len() - 1024 - (512 - digest_line(&component).len());
+                let cut = cut.index(end);
+                prop_assert!(Package::read_from(&bytes[..cut]).is_err());
+            }
+
+            #[test]
+            fn entries_in_any_order_and_number_are_judged_cleanly(
+                picks in prop::collection::vec(0usize..5, 0..6),
+            ) {
+                let component = b"\0asm";
+                let digest = digest_line(component);
+                let choices: [(&str, &[u8]); 5] = [
+                    (MANIFEST_ENTRY, MANIFEST.as_bytes()),
+                    (COMPONENT_ENTRY, component),
+                    (DIGEST_ENTRY, &digest),
+                    ("../plugin.wasm", component),
+                    ("SHA256 ", &digest),
+                ];
+                let entries: Vec<_> = picks.iter().map(|&i| choices[i]).collect();
+                let result = Package::read_from(archive(&entries).as_slice());
+                let mut sorted = picks.clone();
+                sorted.sort_unstable();
+                // Accepted only for exactly the three expected entries, once each.
+                prop_assert_eq!(result.is_ok(), sorted == [0, 1, 2], "{:?}", picks);
+            }
+        }
+    }
 }

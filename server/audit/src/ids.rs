@@ -114,8 +114,8 @@ string_id!(
 );
 string_id!(
     /// Who or what caused a step, e.g. `user:alice`, `model`, `system`, `plugin:crm`:
-    /// 1..=256 printable characters.
-    Actor, "actor", max = 256, pattern = "^[^\\u0000-\\u001f\\u007f]{1,256}$", valid = printable
+    /// 1..=261 printable characters, so `user:` and the longest [`UserId`] (256) fit.
+    Actor, "actor", max = 261, pattern = "^[^\\u0000-\\u001f\\u007f]{1,261}$", valid = printable
 );
 string_id!(
     /// A plugin id as installed (`cairn.plugin.id`): 1..=128 characters from `[A-Za-z0-9._-]`.
@@ -249,5 +249,16 @@ mod tests {
     fn user_ids_reject_control_characters() {
         assert!(UserId::parse("alice@example.com").is_ok());
         assert!(UserId::parse("alice\nbob").is_err());
+    }
+
+    /// Regression (issue 10): a 252..=256-character subject was a valid user but
+    /// `user:<subject>` was too long for an actor, so invoking and cancelling failed.
+    #[test]
+    fn every_user_id_makes_an_actor() {
+        for n in [1, 251, 252, 255, 256] {
+            let user = UserId::parse("u".repeat(n)).unwrap();
+            assert!(Actor::parse(format!("user:{user}")).is_ok(), "length {n}");
+        }
+        assert!(Actor::parse("u".repeat(262)).is_err());
     }
 }

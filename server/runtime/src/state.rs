@@ -107,7 +107,7 @@ impl logging::Host for CallState {
             return Ok(());
         }
         host.log_lines_left -= 1;
-        let message = truncate(&message, host.log_line_bytes);
+        let message = escape_log_line(&message, host.log_line_bytes);
         let (plugin, tenant, user) = (&host.scope.plugin, &host.scope.tenant, &host.scope.user);
         match level {
             logging::Level::Trace => {
@@ -130,15 +130,37 @@ impl logging::Host for CallState {
     }
 }
 
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
+/// A plugin's log message made safe for a line-oriented log: control characters (a
+/// newline would start a forged log line, an ANSI escape would rewrite the terminal),
+/// line and paragraph separators and bidirectional overrides are written as `\u{..}`
+/// escapes (`\n`, `\r`, `\t` for the common ones) and a backslash as `\\`, so an
+/// escape in the output always came from here. Cut to at most `max` bytes, never inside
+/// an escape.
+fn escape_log_line(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max));
+    for c in s.chars() {
+        let escaped: Option<String> = match c {
+            '\\' => Some("\\\\".into()),
+            '\n' => Some("\\n".into()),
+            '\r' => Some("\\r".into()),
+            '\t' => Some("\\t".into()),
+            c if c.is_control()
+                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') =>
+            {
+                Some(c.escape_unicode().to_string())
+            }
+            _ => None,
+        };
+        let len = escaped.as_ref().map_or(c.len_utf8(), String::len);
+        if out.len() + len > max {
+            break;
+        }
+        match escaped {
+            Some(e) => out.push_str(&e),
+            None => out.push(c),
+        }
     }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
+    out
 }
 
 fn to_wit(e: KvError) -> kv::KvError {
@@ -200,3 +222,32 @@ impl config::Host for CallState {
 
 // `use types.{...}` in the WIT gives `types` its own (empty) host trait.
 impl crate::bindings::cairn::plugin::types::Host for CallState {}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_log_line;
+
+    /// Regression (issue 10): a plugin's log line with a newline forged a second line.
+    #[test]
+    fn log_lines_cannot_forge_lines_or_escapes() {
+        let forged =
+            "ok\n2026-12-02T10:00:00Z  INFO cairn::auth: admin login\r\x1b[2K\u{2028}x\u{202e}";
+        let line = escape_log_line(forged, 4096);
+        assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
+        assert!(
+            !line.contains('\u{2028}') && !line.contains('\u{202e}'),
+            "{line:?}"
+        );
+        assert_eq!(
+            line,
+            "ok\\n2026-12-02T10:00:00Z  INFO cairn::auth: admin login\\r\\u{1b}[2K\\u{2028}x\\u{202e}"
+        );
+        // A literal backslash-n in the message is not mistaken for an escaped newline.
+        assert_eq!(escape_log_line("a\\nb", 64), "a\\\\nb");
+        // Cut at the limit, never inside an escape or a character.
+        assert_eq!(escape_log_line("abc\ndef", 4), "abc");
+        assert_eq!(escape_log_line("ab\ncd", 4), "ab\\n");
+        assert_eq!(escape_log_line("aé", 2), "a");
+        assert_eq!(escape_log_line("plain text", 4096), "plain text");
+    }
+}

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use cairn_agent::*;
-use cairn_audit::{Actor, ApprovalOutcome, Ledger, PolicyOutcome, RunStatus, StepKind, TenantId};
+use cairn_audit::{
+    Actor, ApprovalOutcome, Ledger, PolicyOutcome, RunStatus, StepKind, TenantId, UserId,
+};
 use cairn_model::OpenAiCompatible;
 use serde_json::{Value, json};
 
@@ -97,7 +99,7 @@ async fn an_approved_call_runs_after_a_restart_in_a_new_agent() {
         },
     );
     let outcome = agent
-        .resume(&tenant(), run, vec![approve("call_1_1")])
+        .resume(&tenant(), run, &approver(), vec![approve("call_1_1")])
         .await
         .unwrap();
     assert_eq!(
@@ -175,7 +177,12 @@ async fn a_denied_call_goes_back_to_the_model_as_an_error() {
     paused(&outcome);
     let outcome = w
         .agent
-        .resume(&tenant(), run, vec![deny("call_1_1", "I still need it")])
+        .resume(
+            &tenant(),
+            run,
+            &approver(),
+            vec![deny("call_1_1", "I still need it")],
+        )
         .await
         .unwrap();
     assert!(
@@ -231,7 +238,7 @@ async fn read_only_calls_of_a_gated_turn_run_before_the_pause() {
     assert_eq!(w.tools.executed(), 1, "list_tasks ran, add_task waits");
     let outcome = w
         .agent
-        .resume(&tenant(), run, vec![approve("call_1_1")])
+        .resume(&tenant(), run, &approver(), vec![approve("call_1_1")])
         .await
         .unwrap();
     assert!(
@@ -341,7 +348,7 @@ async fn bad_decisions_are_typed_errors_and_change_nothing() {
     assert_eq!(paused(&outcome).len(), 2);
     let r = w
         .agent
-        .resume(&tenant(), run, vec![approve("call_9")])
+        .resume(&tenant(), run, &approver(), vec![approve("call_9")])
         .await;
     assert!(
         matches!(&r, Err(AgentError::CallNotPending { call_id, .. }) if call_id == "call_9"),
@@ -349,7 +356,7 @@ async fn bad_decisions_are_typed_errors_and_change_nothing() {
     );
     let r = w
         .agent
-        .resume(&tenant(), run, vec![approve("call_1_1")])
+        .resume(&tenant(), run, &approver(), vec![approve("call_1_1")])
         .await;
     assert!(
         matches!(&r, Err(AgentError::UndecidedCalls { missing, .. }) if missing == "call_1_2"),
@@ -360,6 +367,7 @@ async fn bad_decisions_are_typed_errors_and_change_nothing() {
         .resume(
             &tenant(),
             run,
+            &approver(),
             vec![
                 approve("call_1_1"),
                 deny("call_1_1", "x"),
@@ -374,7 +382,12 @@ async fn bad_decisions_are_typed_errors_and_change_nothing() {
     let other = TenantId::parse("globex").unwrap();
     let r = w
         .agent
-        .resume(&other, run, vec![approve("call_1_1"), approve("call_1_2")])
+        .resume(
+            &other,
+            run,
+            &approver(),
+            vec![approve("call_1_1"), approve("call_1_2")],
+        )
         .await;
     assert!(
         matches!(r, Err(AgentError::RunNotFound(id)) if id == run),
@@ -382,7 +395,12 @@ async fn bad_decisions_are_typed_errors_and_change_nothing() {
     );
     let r = w
         .agent
-        .cancel(&other, run, Actor::parse("user:mallory").unwrap(), None)
+        .cancel(
+            &other,
+            run,
+            &Caller::user(UserId::parse("mallory").unwrap(), ["approver"]),
+            None,
+        )
         .await;
     assert!(matches!(r, Err(AgentError::RunNotFound(_))), "{r:?}");
     // Nothing was recorded by the refused requests.
@@ -406,6 +424,7 @@ async fn bad_decisions_are_typed_errors_and_change_nothing() {
         .resume(
             &tenant(),
             run,
+            &approver(),
             vec![deny("call_1_2", "one is enough"), approve("call_1_1")],
         )
         .await
@@ -416,7 +435,7 @@ async fn bad_decisions_are_typed_errors_and_change_nothing() {
     );
     let r = w
         .agent
-        .resume(&tenant(), run, vec![approve("call_1_1")])
+        .resume(&tenant(), run, &approver(), vec![approve("call_1_1")])
         .await;
     assert!(
         matches!(
@@ -442,7 +461,7 @@ async fn bad_decisions_are_typed_errors_and_change_nothing() {
         .await
         .unwrap();
     let latest = page.steps.pop().unwrap().run_id;
-    let r = w.agent.resume(&tenant(), latest, vec![]).await;
+    let r = w.agent.resume(&tenant(), latest, &approver(), vec![]).await;
     assert!(
         matches!(
             r,
@@ -454,7 +473,12 @@ async fn bad_decisions_are_typed_errors_and_change_nothing() {
         "{r:?}"
     );
     w.agent
-        .cancel(&tenant(), latest, Actor::parse("system").unwrap(), None)
+        .cancel(
+            &tenant(),
+            latest,
+            &Caller::Host(Actor::parse("system").unwrap()),
+            None,
+        )
         .await
         .unwrap();
     assert!(matches!(
@@ -472,14 +496,14 @@ async fn a_paused_run_can_be_cancelled_and_then_not_resumed() {
     let run = outcome.run_id();
     paused(&outcome);
     w.agent
-        .cancel(&tenant(), run, Actor::parse("user:alice").unwrap(), None)
+        .cancel(&tenant(), run, &owner(), None)
         .await
         .unwrap();
     w.assert_trail(run, &[PAUSED, &["run_cancelled"]].concat())
         .await;
     let r = w
         .agent
-        .resume(&tenant(), run, vec![approve("call_1_1")])
+        .resume(&tenant(), run, &approver(), vec![approve("call_1_1")])
         .await;
     assert!(
         matches!(
@@ -492,4 +516,230 @@ async fn a_paused_run_can_be_cancelled_and_then_not_resumed() {
         "{r:?}"
     );
     assert_eq!(w.tools.executed(), 0);
+}
+
+/// Issue 10: a run belongs to the user who started it. Another user of the same tenant
+/// may not approve, deny or cancel it unless the policy names one of their roles, and no
+/// one may record a decision in someone else's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_owner_or_an_approver_may_decide_or_cancel_a_run() {
+    let w = world([call("add_task", json!({ "title": "x" })), text("Added.")])
+        .build()
+        .await;
+    let outcome = w.start("add x").await.unwrap();
+    let run = outcome.run_id();
+    paused(&outcome);
+    let mallory = UserId::parse("mallory").unwrap();
+    let intruder = Caller::user(mallory.clone(), ["user", "admin", "auditor"]);
+    let as_mallory = |approve: bool| ApprovalDecision {
+        call_id: "call_1_1".into(),
+        approve,
+        by: mallory.clone(),
+        reason: None,
+    };
+    for decision in [as_mallory(true), as_mallory(false)] {
+        let r = w
+            .agent
+            .resume(&tenant(), run, &intruder, vec![decision])
+            .await;
+        assert!(
+            matches!(&r, Err(AgentError::NotPermitted { reason, .. }) if reason.contains("approver")),
+            "{r:?}"
+        );
+    }
+    let r = w.agent.cancel(&tenant(), run, &intruder, None).await;
+    assert!(matches!(r, Err(AgentError::NotPermitted { .. })), "{r:?}");
+    // The owner cannot put a decision in the approver's name either.
+    let r = w
+        .agent
+        .resume(&tenant(), run, &owner(), vec![approve("call_1_1")])
+        .await;
+    assert!(matches!(r, Err(AgentError::NotPermitted { .. })), "{r:?}");
+    // A policy without approver roles leaves the run to its owner alone.
+    w.agent.set_approval_policy(ApprovalPolicy {
+        approver_roles: vec![],
+        ..ApprovalPolicy::default()
+    });
+    let r = w
+        .agent
+        .resume(&tenant(), run, &approver(), vec![approve("call_1_1")])
+        .await;
+    assert!(matches!(r, Err(AgentError::NotPermitted { .. })), "{r:?}");
+    w.assert_trail(run, PAUSED).await;
+    assert_eq!(w.tools.executed(), 0, "no refused request ran the tool");
+
+    let mine = ApprovalDecision {
+        by: user(),
+        ..approve("call_1_1")
+    };
+    let outcome = w
+        .agent
+        .resume(&tenant(), run, &owner(), vec![mine])
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, RunOutcome::Completed { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(w.tools.executed(), 1);
+}
+
+/// A model that calls `add_task` until it sees a tool result, then answers: any number of
+/// runs, whatever order their steps come in.
+struct AddTaskModel;
+
+#[async_trait::async_trait]
+impl cairn_model::ChatModel for AddTaskModel {
+    fn name(&self) -> &str {
+        "add-task"
+    }
+
+    async fn chat(
+        &self,
+        request: &cairn_model::ChatRequest,
+    ) -> Result<cairn_model::ChatResponse, cairn_model::ModelError> {
+        let answered = request
+            .messages
+            .iter()
+            .any(|m| m.role == cairn_model::Role::Tool);
+        let mut message = cairn_model::ChatMessage::assistant("Added.");
+        let finish_reason = if answered {
+            cairn_model::FinishReason::Stop
+        } else {
+            message.content = None;
+            message.tool_calls = vec![cairn_model::ToolCall {
+                id: "call_1".into(),
+                name: "add_task".into(),
+                arguments: r#"{"title":"x"}"#.into(),
+            }];
+            cairn_model::FinishReason::ToolCalls
+        };
+        Ok(cairn_model::ChatResponse {
+            message,
+            finish_reason,
+            usage: None,
+            model: "add-task".into(),
+        })
+    }
+
+    async fn chat_stream(
+        &self,
+        _: &cairn_model::ChatRequest,
+    ) -> Result<cairn_model::ChatStream, cairn_model::ModelError> {
+        Err(cairn_model::ModelError::Unreachable("not streamed".into()))
+    }
+}
+
+/// Makes every tool call take a while, so a cancellation lands while one is in flight.
+struct Slow(Arc<Counting>);
+
+#[async_trait::async_trait]
+impl ToolExecutor for Slow {
+    async fn tools(&self, tenant: &TenantId) -> Result<Vec<AvailableTool>, ToolFailure> {
+        self.0.tools(tenant).await
+    }
+
+    async fn execute(&self, call: ToolInvocation) -> ToolExecution {
+        let started = std::time::Instant::now();
+        let out = self.0.execute(call).await;
+        tokio::time::sleep(std::time::Duration::from_millis(5).saturating_sub(started.elapsed()))
+            .await;
+        out
+    }
+}
+
+/// Issue 10: a cancellation racing an approval. Whichever wins, a tool that ran has its
+/// result recorded, no call runs after `run_cancelled`, and every run ends sealed. Raced
+/// many times with the two requests started together and the cancel slightly staggered,
+/// so every interleaving (cancel first, during the ledger reads, while the tool runs,
+/// after it) is hit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancel_racing_an_approval_never_leaves_a_tool_run_unrecorded() {
+    const ROUNDS: u64 = 40;
+    let w = world([]).chat_model(Arc::new(AddTaskModel)).build().await;
+    let agent = Arc::new(Agent::new(
+        w.config.clone(),
+        AgentDeps {
+            model: Arc::new(AddTaskModel),
+            ledger: Arc::clone(&w.ledger),
+            tools: Arc::new(Slow(w.tools.clone())),
+        },
+    ));
+    let mut runs = Vec::new();
+    for round in 0..ROUNDS {
+        let outcome = agent
+            .start(StartRun {
+                tenant: tenant(),
+                user: user(),
+                conversation_id: None,
+                message: "add x".into(),
+                settings: cairn_agent::RunSettings::default(),
+            })
+            .await
+            .unwrap();
+        let run = outcome.run_id();
+        let call_id = paused(&outcome)[0].call_id.clone();
+        let decider = {
+            let agent = Arc::clone(&agent);
+            tokio::spawn(async move {
+                let decision = ApprovalDecision {
+                    by: user(),
+                    ..approve(&call_id)
+                };
+                agent.resume(&tenant(), run, &owner(), vec![decision]).await
+            })
+        };
+        let canceller = {
+            let agent = Arc::clone(&agent);
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_micros(round * 250)).await;
+                agent.cancel(&tenant(), run, &owner(), None).await
+            })
+        };
+        let (resumed, cancelled) = (decider.await.unwrap(), canceller.await.unwrap());
+        // Losing the race is a clean refusal, never an internal error.
+        assert!(
+            matches!(
+                resumed,
+                Ok(_) | Err(AgentError::RunBusy(_) | AgentError::RunEnded { .. })
+            ),
+            "round {round}: {resumed:?}"
+        );
+        assert!(
+            matches!(cancelled, Ok(()) | Err(AgentError::RunEnded { .. })),
+            "round {round}: {cancelled:?}"
+        );
+        runs.push(run);
+    }
+    // Give any driver still finishing (after a cancel it was told about) time to seal.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut recorded = 0;
+    let mut cancelled = 0;
+    for run in runs {
+        let kinds: Vec<&'static str> = w
+            .trail(run)
+            .await
+            .iter()
+            .map(|s| s.step.kind_name())
+            .collect();
+        let last = *kinds.last().unwrap();
+        assert!(
+            matches!(last, "run_cancelled" | "final_answer"),
+            "run {run} did not end: {kinds:?}"
+        );
+        cancelled += usize::from(last == "run_cancelled");
+        recorded += kinds
+            .iter()
+            .filter(|k| matches!(**k, "tool_result" | "tool_error"))
+            .count();
+    }
+    assert_eq!(
+        w.tools.executed(),
+        recorded,
+        "every tool that ran has its result on file (cancelled {cancelled} of {ROUNDS})"
+    );
+    assert!(
+        cancelled > 0,
+        "the cancel never won: the race was not exercised"
+    );
 }

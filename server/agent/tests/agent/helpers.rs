@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cairn_agent::{
-    Agent, AgentConfig, AgentDeps, ApprovalDecision, AvailableTool, RunOutcome, RuntimeTools,
-    StartRun, ToolExecution, ToolExecutor, ToolFailure, ToolInvocation, ToolSelector,
+    Agent, AgentConfig, AgentDeps, ApprovalDecision, AvailableTool, Caller, RunOutcome,
+    RuntimeTools, StartRun, ToolExecution, ToolExecutor, ToolFailure, ToolInvocation, ToolSelector,
 };
 use cairn_audit::{
     Actor, Backend, Ledger, LedgerError, NewRun, NewStep, PurgeReport, Run, RunId, StepKind,
@@ -500,6 +500,17 @@ impl World {
         assert_eq!(got, kinds, "trail of run {run}");
         trail.into_iter().map(|s| s.step).collect()
     }
+}
+
+/// The run's owner deciding or cancelling their own run.
+pub fn owner() -> Caller {
+    Caller::user(user(), ["user"])
+}
+
+/// `bob`, who did not start the runs but holds the policy's default approver role; the
+/// decisions of [`approve`] and [`deny`] are his.
+pub fn approver() -> Caller {
+    Caller::user(UserId::parse("bob").unwrap(), ["user", "approver"])
 }
 
 pub fn approve(call_id: &str) -> ApprovalDecision {

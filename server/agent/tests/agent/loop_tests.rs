@@ -580,12 +580,7 @@ async fn cancellation_stops_a_model_request_in_flight_and_is_recorded() {
         .unwrap();
     let run_id = page.steps[0].run_id;
     w.agent
-        .cancel(
-            &tenant(),
-            run_id,
-            Actor::parse("user:alice").unwrap(),
-            Some("changed my mind".into()),
-        )
+        .cancel(&tenant(), run_id, &owner(), Some("changed my mind".into()))
         .await
         .unwrap();
     let outcome = tokio::time::timeout(Duration::from_secs(10), run)
@@ -607,10 +602,7 @@ async fn cancellation_stops_a_model_request_in_flight_and_is_recorded() {
     let info = w.agent.run_status(&tenant(), run_id).await.unwrap();
     assert_eq!(info.run.status, cairn_audit::RunStatus::Cancelled);
     // Cancelling again is a typed error.
-    let again = w
-        .agent
-        .cancel(&tenant(), run_id, Actor::parse("user:alice").unwrap(), None)
-        .await;
+    let again = w.agent.cancel(&tenant(), run_id, &owner(), None).await;
     assert!(
         matches!(again, Err(AgentError::RunEnded { .. })),
         "{again:?}"

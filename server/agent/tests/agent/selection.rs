@@ -268,7 +268,12 @@ async fn a_resumed_run_runs_its_approved_call_and_offers_the_selection_again() {
     };
     let outcome = w
         .agent
-        .resume(&tenant(), run_id, vec![approve(&pending[0].call_id)])
+        .resume(
+            &tenant(),
+            run_id,
+            &approver(),
+            vec![approve(&pending[0].call_id)],
+        )
         .await
         .unwrap();
     assert!(
@@ -397,7 +402,11 @@ async fn the_embedded_model_adds_a_task_through_the_real_plugin() {
     let mut outcome = w.start("Add a task to buy milk").await.unwrap();
     while let RunOutcome::AwaitingApproval { run_id, pending } = &outcome {
         let decisions = pending.iter().map(|p| approve(&p.call_id)).collect();
-        outcome = w.agent.resume(&tenant(), *run_id, decisions).await.unwrap();
+        outcome = w
+            .agent
+            .resume(&tenant(), *run_id, &approver(), decisions)
+            .await
+            .unwrap();
     }
     let RunOutcome::Completed { run_id, answer } = &outcome else {
         let kinds: Vec<&str> = w

@@ -78,6 +78,8 @@ pub struct Options {
     pub model: Option<ModelConfig>,
     /// The loop's settings.
     pub agent: AgentSettings,
+    /// Changes to the OIDC settings (with `oidc`).
+    pub oidc_config: Option<fn(&mut OidcConfig)>,
 }
 
 impl Default for Options {
@@ -90,6 +92,7 @@ impl Default for Options {
             model_url: None,
             model: None,
             agent: AgentSettings::default(),
+            oidc_config: None,
         }
     }
 }
@@ -156,7 +159,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     }
     let oidc = if options.oidc {
         let server = OidcServer::start().await;
-        config.auth = AuthConfig::Oidc(OidcConfig {
+        let mut oidc = OidcConfig {
             issuer: server.issuer.clone(),
             audience: AUDIENCE.into(),
             tenant_claim: "tenant".into(),
@@ -164,7 +167,13 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
             jwks_cache_seconds: 300,
             jwks_min_refetch_seconds: 0,
             leeway_seconds: 5,
-        });
+            token_type: Some("at+jwt".into()),
+            required_claims: Default::default(),
+        };
+        if let Some(tweak) = options.oidc_config {
+            tweak(&mut oidc);
+        }
+        config.auth = AuthConfig::Oidc(oidc);
         Some(server)
     } else {
         None
@@ -396,15 +405,63 @@ impl OidcServer {
     /// A token with exactly `claims`, signed by the published key or by a `rogue` key
     /// the provider does not publish (under the published key's id).
     pub async fn mint(&self, claims: Value, key: &str) -> String {
+        self.mint_request(serde_json::json!({ "claims": claims, "key": key }))
+            .await
+    }
+
+    /// A token with `claims` and the JWT header's `typ` (`None`: no `typ`) and `kid`
+    /// (`None`: the published key's) chosen.
+    pub async fn mint_with(&self, claims: Value, typ: Option<&str>, kid: Option<&str>) -> String {
+        self.mint_request(serde_json::json!({
+            "claims": claims, "key": "published", "typ": typ, "kid": kid,
+        }))
+        .await
+    }
+
+    async fn mint_request(&self, body: Value) -> String {
         self.client
             .post(format!("{}/__mint", self.issuer))
-            .json(&serde_json::json!({ "claims": claims, "key": key }))
+            .json(&body)
             .send()
             .await
             .unwrap()
             .text()
             .await
             .unwrap()
+    }
+
+    /// How often the provider's key set has been fetched.
+    pub async fn jwks_fetches(&self) -> u64 {
+        let stats: Value = self
+            .client
+            .get(format!("{}/__stats", self.issuer))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        stats["jwks"].as_u64().unwrap()
+    }
+
+    /// Stops the provider's process where it stands (SIGSTOP): connections are accepted
+    /// by the kernel but never answered, the worst way for an issuer to be down.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen provider go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal}");
     }
 
     /// Makes the provider sign with a new key (both stay published).

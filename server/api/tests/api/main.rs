@@ -1,6 +1,7 @@
 //! Black-box tests of the HTTP API: each test starts its own server (port 0) with its own
 //! data dir and ledger, and talks to it over HTTP.
 
+mod auth;
 mod chat;
 mod conformance;
 mod embedded;

@@ -25,6 +25,9 @@ pub enum Role {
     Admin,
     /// Reads and verifies the audit ledger.
     Auditor,
+    /// Approves, denies and cancels other users' runs in the tenant (when the approval
+    /// policy's `approver_roles` names it, as it does by default).
+    Approver,
 }
 
 impl Role {
@@ -34,6 +37,7 @@ impl Role {
             "user" => Some(Role::User),
             "admin" => Some(Role::Admin),
             "auditor" => Some(Role::Auditor),
+            "approver" => Some(Role::Approver),
             _ => None,
         }
     }
@@ -44,6 +48,7 @@ impl Role {
             Role::User => "user",
             Role::Admin => "admin",
             Role::Auditor => "auditor",
+            Role::Approver => "approver",
         }
     }
 }
@@ -67,6 +72,11 @@ impl AuthUser {
             user: UserId::parse("dev").expect("valid user"),
             roles: vec![Role::User, Role::Admin, Role::Auditor],
         }
+    }
+
+    /// The caller as the agent judges it when they decide or cancel a run.
+    pub fn caller(&self) -> cairn_agent::Caller {
+        cairn_agent::Caller::user(self.user.clone(), self.roles.iter().map(|r| r.as_str()))
     }
 
     /// 403 unless the caller has `role`.

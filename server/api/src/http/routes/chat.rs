@@ -553,7 +553,7 @@ async fn answer_of(
                 .cancel(
                     tenant,
                     run_id,
-                    by,
+                    &cairn_agent::Caller::Host(by),
                     Some("the tool calls were returned to the client, which runs them".into()),
                 )
                 .await?;

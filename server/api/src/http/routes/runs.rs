@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use cairn_agent::{AgentError, ApprovalDecision, PendingCall, RunOutcome, StartRun};
-use cairn_audit::{Actor, ConversationId, RunId, StepKind, TenantId};
+use cairn_audit::{ConversationId, RunId, StepKind, TenantId};
 use cairn_store::{FollowEvent, FollowOptions, follow};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
@@ -53,6 +53,7 @@ impl From<AgentError> for ApiError {
                 code: "run_ended",
                 message,
             },
+            AgentError::NotPermitted { .. } => ApiError::Forbidden(message),
             AgentError::RunBusy(_) => ApiError::Conflict {
                 code: "run_busy",
                 message,
@@ -419,7 +420,7 @@ pub struct DecisionsBody {
         (status = 200, description = "The run after the decisions.", body = RunView),
         (status = 400, description = "Malformed body or id.", body = ErrorBody),
         (status = 401, description = "No valid token.", body = ErrorBody),
-        (status = 403, description = "Not a user.", body = ErrorBody),
+        (status = 403, description = "Not a user, or neither the run's owner nor a holder of an approver role.", body = ErrorBody),
         (status = 404, description = "No such run in this tenant.", body = ErrorBody),
         (status = 409, description = "The run is not awaiting approval, has ended, or is being resumed.", body = ErrorBody),
         (status = 413, description = "Body larger than max_body_bytes.", body = ErrorBody),
@@ -454,7 +455,8 @@ async fn decide(
     let agent = std::sync::Arc::clone(state.copilot.agent());
     let tenant = user.tenant.clone();
     let run = path.id;
-    drive(async move { agent.resume(&tenant, run, decisions).await }).await?;
+    let caller = user.caller();
+    drive(async move { agent.resume(&tenant, run, &caller, decisions).await }).await?;
     Ok(AppJson(run_view(&state, &user.tenant, path.id).await?))
 }
 
@@ -477,7 +479,7 @@ pub struct CancelBody {
         (status = 200, description = "The run after cancelling (`cancelled`, or still `running` for a moment if it was being driven).", body = RunView),
         (status = 400, description = "Malformed body or id.", body = ErrorBody),
         (status = 401, description = "No valid token.", body = ErrorBody),
-        (status = 403, description = "Not a user.", body = ErrorBody),
+        (status = 403, description = "Not a user, or neither the run's owner nor a holder of an approver role.", body = ErrorBody),
         (status = 404, description = "No such run in this tenant.", body = ErrorBody),
         (status = 409, description = "The run has already ended.", body = ErrorBody),
         (status = 413, description = "Body larger than max_body_bytes.", body = ErrorBody)
@@ -496,12 +498,10 @@ async fn cancel_run(
     } else {
         parse_json(&bytes)?
     };
-    let by = Actor::parse(format!("user:{}", user.user.as_str()))
-        .map_err(|e| ApiError::Internal(e.into()))?;
     state
         .copilot
         .agent()
-        .cancel(&user.tenant, path.id, by, body.reason)
+        .cancel(&user.tenant, path.id, &user.caller(), body.reason)
         .await?;
     // A run driven here records its cancellation from its own task; give it a moment so
     // the answer usually shows the end state.

@@ -3,9 +3,11 @@
 // It issues JWT access tokens (audience "https://api.cairn.test") through the client-credentials grant;
 // each client stands for a tenant and a set of roles, carried as the `tenant` and
 // `roles` claims. Two test-only endpoints sit in front of it:
-//   POST /__mint    {"claims": {...}, "key": "published" | "rogue"}  -> a signed JWT,
-//                   for tokens the provider would never issue (expired, wrong audience
-//                   or issuer, signed by a key it does not publish under a known kid).
+//   POST /__mint    {"claims": {...}, "key": "published" | "rogue", "typ"?, "kid"?}
+//                   -> a signed JWT, for tokens the provider would never issue (expired,
+//                   wrong audience or issuer, signed by a key it does not publish under a
+//                   known kid, an ID token's `typ`, a made-up `kid`).
+//   GET  /__stats   -> {"jwks": n}: how often the key set was fetched.
 //   POST /__rotate  -> serve a new signing key first (the old one stays published).
 // Environment: PORT (required), CAIRN_NODE_MODULES (where oidc-provider is installed).
 // Prints "ready <issuer>" once listening.
@@ -81,6 +83,7 @@ function makeProvider(keys) {
 }
 
 let provider = makeProvider([keyA]);
+let jwksFetches = 0;
 
 function readBody(req) {
   return new Promise((resolve, reject) => {
@@ -93,11 +96,19 @@ function readBody(req) {
 
 const server = http.createServer(async (req, res) => {
   try {
+    if (req.method === 'GET' && req.url === '/__stats') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ jwks: jwksFetches }));
+      return;
+    }
+    if (req.url.startsWith('/jwks')) jwksFetches += 1;
     if (req.method === 'POST' && req.url === '/__mint') {
-      const { claims, key } = JSON.parse(await readBody(req));
+      const { claims, key, typ, kid } = JSON.parse(await readBody(req));
       const signer = key === 'rogue' ? rogue : current;
+      const header = { alg: 'RS256', typ: typ === undefined ? 'at+jwt' : typ, kid: kid || signer.jwk.kid };
+      if (header.typ === null) delete header.typ;
       const token = await new jose.SignJWT(claims)
-        .setProtectedHeader({ alg: 'RS256', typ: 'at+jwt', kid: signer.jwk.kid })
+        .setProtectedHeader(header)
         .sign(signer.privateKey);
       res.writeHead(200, { 'content-type': 'text/plain' });
       res.end(token);
