@@ -85,6 +85,35 @@ pub struct Config {
     /// `[agent]`: how the reasoning loop behaves (budgets, approval policy).
     #[serde(default)]
     pub agent: AgentSettings,
+    /// `[secrets]`: the key that seals secret plugin settings at rest.
+    #[serde(default)]
+    pub secrets: SecretSettings,
+}
+
+/// `[secrets]`: secret plugin settings are sealed (AES-256-GCM) under a key the database
+/// never holds. Hosts over one database must share it.
+#[derive(Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSettings {
+    /// `key = "<64 hex digits>"` / `CAIRN_SECRET_KEY`: the current key. Default: a key
+    /// generated into `<data_dir>/secret.key` on first start (embedded defaults; set it
+    /// explicitly when several hosts share a database).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// `previous_keys = ["<hex>", …]` / `CAIRN_SECRET_PREVIOUS_KEYS` (comma-separated): keys
+    /// that still open values sealed before a rotation; a value is sealed with `key` when
+    /// it is next written.
+    #[serde(default)]
+    pub previous_keys: Vec<String>,
+}
+
+impl std::fmt::Debug for SecretSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretSettings")
+            .field("key", &self.key.as_ref().map(|_| "<set>"))
+            .field("previous_keys", &self.previous_keys.len())
+            .finish()
+    }
 }
 
 /// `[model] provider = "embedded" | "openai"`.
@@ -333,6 +362,7 @@ impl Default for Config {
             auth: AuthConfig::Dev,
             model: ModelConfig::default(),
             agent: AgentSettings::default(),
+            secrets: SecretSettings::default(),
         }
     }
 }
@@ -391,6 +421,17 @@ impl Config {
         }
         if let Some(v) = var("CAIRN_MAX_PACKAGE_BYTES") {
             self.max_package_bytes = parse("CAIRN_MAX_PACKAGE_BYTES", v)?;
+        }
+        if let Some(v) = var("CAIRN_SECRET_KEY") {
+            self.secrets.key = Some(v);
+        }
+        if let Some(v) = var("CAIRN_SECRET_PREVIOUS_KEYS") {
+            self.secrets.previous_keys = v
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned)
+                .collect();
         }
         if let Some(v) = var("CAIRN_MAX_CONCURRENT_CALLS") {
             self.max_concurrent_calls = parse("CAIRN_MAX_CONCURRENT_CALLS", v)?;

@@ -54,7 +54,8 @@ impl Application {
             .context("importing the plugin key-value file into the database")?;
         runtime_config.kv = Arc::new(SqlKv::new(db));
         let runtime = Runtime::new(runtime_config).context("starting the plugin runtime")?;
-        let registry = Registry::new(Arc::clone(&ledger), runtime);
+        let secrets = Arc::new(secret_box(&config)?);
+        let registry = Registry::new(Arc::clone(&ledger), runtime, secrets);
         registry
             .import_data_dir(&config.data_dir)
             .await
@@ -123,6 +124,47 @@ impl Application {
             .await
             .context("serving")
     }
+}
+
+/// The keys that seal secret settings: the configured ones, or on the embedded defaults a
+/// key generated once into `<data_dir>/secret.key` (readable by the service only).
+fn secret_box(config: &Config) -> anyhow::Result<cairn_store::SecretBox> {
+    use cairn_store::parse_key;
+    let current = match &config.secrets.key {
+        Some(k) => parse_key(k).context("[secrets] key / CAIRN_SECRET_KEY")?,
+        None => {
+            let path = config.data_dir.join("secret.key");
+            if !path.exists() {
+                write_private(&path, &cairn_store::generate_key())?;
+                tracing::warn!(path = %path.display(), "generated a key for secret plugin settings; hosts sharing a database must set CAIRN_SECRET_KEY to one key");
+            }
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            parse_key(&text).with_context(|| format!("the key in {}", path.display()))?
+        }
+    };
+    let previous = config
+        .secrets
+        .previous_keys
+        .iter()
+        .map(|k| parse_key(k))
+        .collect::<Result<Vec<_>, _>>()
+        .context("[secrets] previous_keys / CAIRN_SECRET_PREVIOUS_KEYS")?;
+    Ok(cairn_store::SecretBox::new(current, &previous))
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -31,8 +31,10 @@ pub use notify::{
 };
 
 mod installations;
+mod secrets;
 
 pub use installations::{InstallationChange, InstallationRow, Installations};
+pub use secrets::{SecretBox, SecretError, generate_key, parse_key};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -23,7 +23,7 @@ use anyhow::Context;
 use cairn_audit::{Actor, Ledger, NewRun, NewStep, StepKind, TenantId, UserId};
 use cairn_manifest::Manifest;
 use cairn_runtime::{Plugin, Runtime, RuntimeError};
-use cairn_store::{InstallationChange, InstallationRow, Installations, StoreError};
+use cairn_store::{InstallationChange, InstallationRow, Installations, SecretBox, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -53,8 +53,12 @@ pub struct Installation {
     pub digest: String,
     /// Whether its tools may be called.
     pub enabled: bool,
-    /// The administrator's settings (the manifest's defaults fill the rest).
+    /// The administrator's settings (the manifest's defaults fill the rest), secret ones
+    /// left out.
     pub config: BTreeMap<String, String>,
+    /// The secret settings that have a value (their values are never shown).
+    #[serde(default)]
+    pub secrets_set: Vec<String>,
     /// When it was installed.
     pub installed_at: DateTime<Utc>,
     /// Who installed it.
@@ -96,6 +100,15 @@ pub enum RegistryError {
     /// The ledger could not record the action, so it was not applied.
     #[error("the audit ledger could not record the action, so it was not applied: {0}")]
     Ledger(#[from] cairn_audit::LedgerError),
+    /// A secret setting does not open with this host's keys.
+    #[error("secret setting `{setting}`: {source}")]
+    Secret {
+        /// The setting.
+        setting: String,
+        /// Why.
+        #[source]
+        source: cairn_store::SecretError,
+    },
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] anyhow::Error),
@@ -122,6 +135,8 @@ pub struct Registry {
     store: Installations,
     runtime: Runtime,
     ledger: Arc<dyn Ledger>,
+    /// Seals and opens secret settings.
+    secrets: Arc<SecretBox>,
     /// Parsed manifests by (installation, revision).
     manifests: Mutex<HashMap<(Uuid, i64), Arc<Manifest>>>,
     /// Loaded plugins by installation; the lock is held only to find or insert a cell.
@@ -134,7 +149,18 @@ struct Current {
     manifest: Arc<Manifest>,
 }
 
+/// The settings a listing or an admin record may show: secret ones (sealed) left out,
+/// and the names of those that are set.
+fn shown_config(config: &BTreeMap<String, String>) -> (BTreeMap<String, String>, Vec<String>) {
+    let (secret, plain): (BTreeMap<_, _>, BTreeMap<_, _>) = config
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .partition(|(_, v)| SecretBox::is_sealed(v));
+    (plain, secret.into_keys().collect())
+}
+
 fn view(row: &InstallationRow, manifest: &Manifest) -> Installation {
+    let (config, secrets_set) = shown_config(&row.config);
     Installation {
         id: row.id,
         tenant: row.tenant.clone(),
@@ -144,7 +170,8 @@ fn view(row: &InstallationRow, manifest: &Manifest) -> Installation {
         description: manifest.description.clone(),
         digest: row.digest.clone(),
         enabled: row.enabled,
-        config: row.config.clone(),
+        config,
+        secrets_set,
         installed_at: row.installed_at,
         installed_by: row.installed_by.clone(),
     }
@@ -153,23 +180,32 @@ fn view(row: &InstallationRow, manifest: &Manifest) -> Installation {
 /// What an admin record says of an installation: enough to see what changed, never a
 /// package's bytes.
 fn state_of(row: &InstallationRow) -> Value {
+    let (config, secrets_set) = shown_config(&row.config);
     json!({
         "plugin_id": row.plugin_id,
         "version": row.version,
         "digest": row.digest,
         "enabled": row.enabled,
-        "config": row.config,
+        "config": config,
+        "secrets_set": secrets_set,
     })
+}
+
+/// Where a secret setting belongs: the associated data it is sealed with, so a sealed
+/// value moved to another setting, installation or tenant does not open.
+fn secret_place(row: &InstallationRow, setting: &str) -> String {
+    format!("{}/{}/{setting}", row.tenant, row.id)
 }
 
 impl Registry {
     /// The registry over `ledger`'s database, loading plugins into `runtime` and
     /// recording admin actions in `ledger`.
-    pub fn new(ledger: Arc<dyn Ledger>, runtime: Runtime) -> Self {
+    pub fn new(ledger: Arc<dyn Ledger>, runtime: Runtime, secrets: Arc<SecretBox>) -> Self {
         Self {
             store: Installations::new(ledger.database()),
             runtime,
             ledger,
+            secrets,
             manifests: Mutex::new(HashMap::new()),
             loaded: Mutex::new(HashMap::new()),
         }
@@ -354,17 +390,35 @@ impl Registry {
     }
 
     /// Replaces an installation's settings. Unknown settings are refused; an enabled
-    /// plugin is loaded with the new settings before they are saved.
+    /// plugin is loaded with the new settings before they are saved. Secret settings are
+    /// write-only: a value given is sealed before it is stored, an empty one clears it,
+    /// and one left out keeps its value.
     pub async fn set_config(
         &self,
         tenant: &TenantId,
         user: &UserId,
         id: Uuid,
-        config: BTreeMap<String, String>,
+        given: BTreeMap<String, String>,
     ) -> Result<Installation, RegistryError> {
         let c = self.current(tenant, id).await?;
-        if let Some(unknown) = config.keys().find(|k| !c.manifest.config.contains_key(*k)) {
+        if let Some(unknown) = given.keys().find(|k| !c.manifest.config.contains_key(*k)) {
             return Err(RegistryError::UnknownSetting(unknown.clone()));
+        }
+        let is_secret = |k: &str| c.manifest.config.get(k).is_some_and(|s| s.secret);
+        let mut config: BTreeMap<String, String> = c
+            .row
+            .config
+            .iter()
+            .filter(|(k, _)| is_secret(k) && !given.contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, v) in given {
+            if !is_secret(&k) {
+                config.insert(k, v);
+            } else if !v.is_empty() {
+                let sealed = self.secrets.seal(&secret_place(&c.row, &k), &v);
+                config.insert(k, sealed);
+            }
         }
         if c.row.enabled {
             self.load(&c.row, c.manifest.as_ref().clone(), config.clone())
@@ -397,18 +451,25 @@ impl Registry {
                 package: manifest.id.to_string(),
             });
         }
+        // Kept: settings the new manifest still declares, as secret as they were.
         let config: BTreeMap<String, String> = c
             .row
             .config
             .iter()
-            .filter(|(k, _)| manifest.config.contains_key(*k))
+            .filter(|(k, v)| {
+                manifest
+                    .config
+                    .get(*k)
+                    .is_some_and(|s| s.secret == SecretBox::is_sealed(v))
+            })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let digest = package.package_digest().to_string();
         if c.row.enabled {
+            let opened = self.open_secrets(&c.row, config.clone())?;
             let plugin = self
                 .runtime
-                .load(package.component(), manifest.clone(), config.clone())
+                .load(package.component(), manifest.clone(), opened)
                 .await?;
             drop(plugin);
         }
@@ -581,12 +642,33 @@ impl Registry {
         Ok((view(&c.row, &c.manifest), plugin))
     }
 
+    /// `config` with its sealed secret settings opened, for the plugin (and nothing else).
+    fn open_secrets(
+        &self,
+        row: &InstallationRow,
+        mut config: BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, RegistryError> {
+        for (setting, value) in config.iter_mut() {
+            if SecretBox::is_sealed(value) {
+                *value = self
+                    .secrets
+                    .open(&secret_place(row, setting), value)
+                    .map_err(|source| RegistryError::Secret {
+                        setting: setting.clone(),
+                        source,
+                    })?;
+            }
+        }
+        Ok(config)
+    }
+
     async fn load(
         &self,
         row: &InstallationRow,
         manifest: Manifest,
         config: BTreeMap<String, String>,
     ) -> Result<Plugin, RegistryError> {
+        let config = self.open_secrets(row, config)?;
         let (_, component) = self.store.package(&row.digest).await?.with_context(|| {
             format!(
                 "the package {} of installation {} is missing",

@@ -134,6 +134,7 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
         auth: AuthConfig::Dev,
         model: ModelConfig::default(),
         agent: AgentSettings::default(),
+        secrets: Default::default(),
     }
 }
 

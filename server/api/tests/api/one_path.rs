@@ -693,3 +693,83 @@ async fn two_hosts_share_one_database() {
         true
     );
 }
+
+#[tokio::test]
+async fn secret_settings_are_write_only_and_sealed_at_rest() {
+    const SECRET: &str = "s3cr3t-api-key-value";
+    let app = spawn_app_with(Options::default()).await;
+    let package = repacked_tasks(|m| {
+        m["config"] = json!({
+            "api_key": {"description": "The service's API key.", "secret": true},
+            "region": {"description": "Where.", "default": "eu"}
+        });
+    });
+    let response = app.install(&package, None).await;
+    assert_eq!(response.status(), 201);
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let put = |config: Value| {
+        let request = app
+            .client
+            .put(app.url(&format!("/v1/plugins/{id}/config")))
+            .json(&json!({ "config": config }));
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let shown = put(json!({"api_key": SECRET, "region": "us"})).await;
+    assert_eq!(shown["config"], json!({"region": "us"}), "{shown}");
+    assert_eq!(shown["secrets_set"], json!(["api_key"]));
+    // Left out, a secret keeps its value; it still loads (opens) when enabled.
+    let shown = put(json!({"region": "eu"})).await;
+    assert_eq!(shown["secrets_set"], json!(["api_key"]));
+    let response = app
+        .client
+        .post(app.url(&format!("/v1/plugins/{id}/enable")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // Never in a listing, the ledger, or the database in the clear.
+    for path in [
+        "/v1/plugins".to_owned(),
+        format!("/v1/plugins/{id}"),
+        "/v1/audit/export".to_owned(),
+    ] {
+        let body = app
+            .client
+            .get(app.url(&path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!body.contains(SECRET), "{path} shows the secret: {body}");
+    }
+    let db = std::fs::read(app.data_dir.path().join("ledger.db")).unwrap();
+    let wal = std::fs::read(app.data_dir.path().join("ledger.db-wal")).unwrap_or_default();
+    for bytes in [db, wal] {
+        assert!(
+            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+            "the secret is stored in the clear"
+        );
+    }
+    let actions = get_json(&app, "/v1/audit/steps?kind=admin_action").await;
+    let config = &actions["steps"][1]["step"];
+    assert_eq!(config["action"], "plugin.config");
+    assert_eq!(
+        config["after"]["secrets_set"],
+        json!(["api_key"]),
+        "{config}"
+    );
+
+    // An empty value clears it.
+    let shown = put(json!({"api_key": ""})).await;
+    assert_eq!(shown["secrets_set"], json!([]));
+}

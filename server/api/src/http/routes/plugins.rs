@@ -73,6 +73,11 @@ impl From<RegistryError> for ApiError {
             RegistryError::Load(_) => {
                 ApiError::unprocessable("plugin_load_failed", error.to_string(), None)
             }
+            RegistryError::Secret { ref setting, .. } => ApiError::unprocessable(
+                "secret_unreadable",
+                error.to_string(),
+                Some(format!("config.{setting}")),
+            ),
             RegistryError::Storage(e) => ApiError::Internal(e),
         }
     }
