@@ -33,6 +33,12 @@ struct Figures {
     run_start_p50_ms: f64,
     step_p50_ms: f64,
     terminal_step_p50_ms: f64,
+    /// p50 ms of a non-terminal step appended by a lone writer (nothing to share a commit
+    /// with), over `LONE_STEPS` appends taken between the rounds.
+    lone_step_p50_ms: f64,
+    /// PostgreSQL: steps per transaction over all the appended steps (rows written by one
+    /// transaction share its `xmin`), i.e. how many appends a commit carried on average.
+    steps_per_commit: f64,
     /// Median over the rounds.
     plain_insert_per_s: f64,
     /// Median of the per-round ratios (each round's appends over its own plain INSERTs).
@@ -73,6 +79,31 @@ fn step(i: usize) -> NewStep {
         }
     };
     NewStep { actor, step }
+}
+
+/// Sequential appends by one writer for the lone-append latency, per round.
+const LONE_STEPS: usize = 200;
+
+/// One writer appending `LONE_STEPS` steps to one run, one after another: the latency of
+/// an append with nothing else in flight. Returns each append's ms.
+async fn lone_appends(l: &Arc<dyn Ledger>) -> Vec<f64> {
+    let t = TenantId::parse("lone").unwrap();
+    let run = l
+        .start_run(NewRun {
+            tenant: t.clone(),
+            user: UserId::parse("lone").unwrap(),
+            conversation_id: None,
+            model: "smollm2-135m".into(),
+        })
+        .await
+        .unwrap();
+    let mut ms = Vec::with_capacity(LONE_STEPS);
+    for i in 0..LONE_STEPS {
+        let t0 = Instant::now();
+        l.append(&t, run.id, step(i)).await.unwrap();
+        ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms
 }
 
 /// What one round of ledger appends came to.
@@ -169,7 +200,9 @@ async fn paired_rounds<F, Fut>(
 {
     let mut appends = Vec::with_capacity(rounds);
     let mut plains = Vec::with_capacity(rounds);
+    let mut lone = Vec::new();
     for round in 0..rounds {
+        lone.extend(lone_appends(l).await);
         let rows = copy_rows(template, total);
         let (append, plain_rate) = if round % 2 == 0 {
             let a = ledger_appends(l.clone(), total).await;
@@ -183,6 +216,7 @@ async fn paired_rounds<F, Fut>(
         plains.push(plain_rate);
     }
     f.rounds = rounds;
+    f.lone_step_p50_ms = pct(&mut lone, 0.5);
     appends.sort_by(|a, b| a.rate.total_cmp(&b.rate));
     let median = &appends[rounds / 2];
     (f.ledger_append_per_s, f.ledger_append_p95_ms) = (median.rate, median.p95_ms);
@@ -436,6 +470,13 @@ async fn postgres(total: usize, bulk: i64, rounds: usize) -> Figures {
     };
     paired_rounds(&mut best, rounds, &l, &template, total, plain).await;
     best.verify_steps_per_s = verify_rate(&*l).await;
+    let (steps, commits): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT xmin::text) FROM audit_steps WHERE tenant = 'bench'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    best.steps_per_commit = steps as f64 / commits.max(1) as f64;
 
     // A million steps for the query and export figures.
     let runs: Vec<uuid::Uuid> = (0..bulk / 100)
@@ -634,6 +675,13 @@ fn print(f: &Figures) {
         "append p50 by operation: run start {:.2} ms, step {:.2} ms, terminal step {:.2} ms",
         f.run_start_p50_ms, f.step_p50_ms, f.terminal_step_p50_ms
     );
+    println!(
+        "lone append (one writer, nothing to share a commit with): p50 {:.3} ms",
+        f.lone_step_p50_ms
+    );
+    if f.steps_per_commit > 0.0 {
+        println!("steps per commit: {:.2}", f.steps_per_commit);
+    }
     println!(
         "filtered paginated query over {} steps: p50 {:.2} ms, p95 {:.2} ms",
         f.query_steps_in_table, f.query_p50_ms, f.query_p95_ms

@@ -174,6 +174,25 @@ where
     }
 }
 
+/// The error each writer of a failed batch (group commit) gets: a copy of the batch's
+/// error (a `LedgerError` is not `Clone`) that still says whether the store was
+/// unavailable, so every writer fails closed the same way.
+pub(crate) fn batch_failure(e: &LedgerError, elapsed: Duration) -> LedgerError {
+    let reason = e.to_string();
+    if e.is_unavailable() {
+        LedgerError::Unavailable {
+            operation: "append",
+            elapsed,
+            reason,
+        }
+    } else {
+        LedgerError::Database {
+            operation: "append",
+            source: sqlx::Error::Protocol(reason),
+        }
+    }
+}
+
 /// An error inside a bounded operation, before mapping.
 pub(crate) enum OpError {
     Sqlx(sqlx::Error),

@@ -17,11 +17,15 @@ use uuid::Uuid;
 use crate::canonical::{self, Hash, canonical_json, hash_time, truncate_micros};
 use crate::error::{LedgerError, Result};
 use crate::ids::{Actor, RunId, TenantId};
-use crate::ledger::{Backend, Ledger, LedgerOptions, OpError, bounded};
+use crate::ledger::{Backend, Ledger, LedgerOptions, OpError, batch_failure, bounded};
 use crate::model::{NewRun, NewStep, PurgeReport, Run, SealBody, StepRecord};
 use crate::query::{Cursor, StepPage, StepQuery};
 use crate::step::RunStatus;
 use crate::verify::{self, RunRow, SealRow, StepRow, TenantVerifier, VerifyCounts, VerifyReport};
+
+mod group;
+
+use group::{StepAnswer, StepOp, StepQueue};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
@@ -202,7 +206,9 @@ struct Moved {
 /// that tip (taking its row lock) and inserts the step under that lock. When the head has
 /// moved, nothing is written; the current head is read, and the append is recomputed and
 /// retried (after [`OPTIMISTIC_ATTEMPTS`], done in a transaction that locks the head
-/// first).
+/// first). Appends that arrive while one is being written share the next statement and
+/// its commit (group commit, `pg/group.rs`); each still returns only after the commit that
+/// holds its own record.
 ///
 /// Run starts and terminal steps also extend the tenant chain, which is one sequence per
 /// tenant. They are queued per tenant and written in batches: whoever gets the tenant's
@@ -217,6 +223,8 @@ pub struct PgLedger {
     options: LedgerOptions,
     heads: Mutex<HashMap<Uuid, Head>>,
     tenants: Mutex<HashMap<String, Arc<TenantChain>>>,
+    /// Non-terminal steps waiting for a group commit.
+    steps: StepQueue,
 }
 
 const STEP_COLUMNS: &str = "s.id, s.tenant, s.run_id, s.seq, s.kind, s.actor, s.at, s.user_id, \
@@ -270,6 +278,7 @@ impl PgLedger {
             options,
             heads: Mutex::new(HashMap::new()),
             tenants: Mutex::new(HashMap::new()),
+            steps: StepQueue::default(),
         };
         if ledger.options.migrate {
             let start = std::time::Instant::now();
@@ -390,21 +399,8 @@ impl PgLedger {
                     OpError::Ledger(e) => e,
                 };
                 // Nothing of the batch was committed; every writer in it gets the error.
-                let reason = e.to_string();
-                let unavailable = e.is_unavailable();
                 for op in batch {
-                    op.fail(if unavailable {
-                        LedgerError::Unavailable {
-                            operation: "append",
-                            elapsed: start.elapsed(),
-                            reason: reason.clone(),
-                        }
-                    } else {
-                        LedgerError::Database {
-                            operation: "append",
-                            source: sqlx::Error::Protocol(reason.clone()),
-                        }
-                    });
+                    op.fail(batch_failure(&e, start.elapsed()));
                 }
             }
         }
@@ -1021,6 +1017,24 @@ impl Ledger for PgLedger {
                 return self.chain_write(tenant, op, answer, "append").await;
             }
             let mut head = head;
+            // A known head: join the group commit. An unknown one (another process wrote
+            // the run, or this one forgot it) goes the single way, which reads it.
+            if let Some(known) = head.take() {
+                let (reply, answer) = oneshot::channel();
+                let op = StepOp {
+                    tenant: tenant.clone(),
+                    run: id,
+                    head: known,
+                    step: step.clone(),
+                    payload: payload.clone(),
+                    payload_text: payload_text.clone(),
+                    reply,
+                };
+                match self.group_append(op, answer).await? {
+                    StepAnswer::Written(written) => return Ok(*written),
+                    StepAnswer::Moved(now) => head = now,
+                }
+            }
             for _ in 0..OPTIMISTIC_ATTEMPTS {
                 let mut conn = self.pool.acquire().await?;
                 match self

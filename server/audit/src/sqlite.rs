@@ -1,6 +1,7 @@
 //! The SQLite store: the embedded default.
 
 use std::str::FromStr;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,27 +13,33 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::canonical::{self, Hash, canonical_json, hash_time, truncate_micros};
 use crate::error::{LedgerError, Result};
 use crate::ids::{Actor, RunId, TenantId};
-use crate::ledger::{Backend, Ledger, LedgerOptions, OpError, bounded};
+use crate::ledger::{Backend, Ledger, LedgerOptions, OpError, batch_failure, bounded};
 use crate::model::{NewRun, NewStep, PurgeReport, Run, SealBody, StepRecord};
 use crate::query::{Cursor, StepPage, StepQuery};
 use crate::step::RunStatus;
 use crate::verify::{self, RunRow, SealRow, StepRow, TenantVerifier, VerifyCounts, VerifyReport};
 
+mod batch;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
 /// The SQLite ledger. SQLite has one writer at a time, so writes are serialised in
 /// process by a mutex (and `BEGIN IMMEDIATE` guards against other processes); reads run
-/// concurrently in WAL mode. `sqlite::memory:` keeps one connection, since every
+/// concurrently in WAL mode. Appends that queue behind the mutex share one transaction
+/// and one commit (group commit); each returns only after that commit. `sqlite::memory:` keeps one connection, since every
 /// connection to it would be a different database.
 pub struct SqliteLedger {
     pool: SqlitePool,
     options: LedgerOptions,
     write: tokio::sync::Mutex<()>,
+    /// Appends waiting for the write lock; whoever gets it commits them all at once.
+    queued: Mutex<Vec<QueuedStep>>,
 }
 
 const STEP_COLUMNS: &str = "s.id, s.tenant, s.run_id, s.seq, s.kind, s.actor, s.at, s.user_id, \
@@ -109,6 +116,7 @@ impl SqliteLedger {
             pool,
             options,
             write: tokio::sync::Mutex::new(()),
+            queued: Mutex::new(Vec::new()),
         })
     }
 
@@ -117,111 +125,213 @@ impl SqliteLedger {
         &self.pool
     }
 
-    async fn append_locked(
+    /// Queues an append and returns its answer: committed by another appender's batch
+    /// while this one waited for the write lock, or by this appender's own batch of
+    /// everything queued once the lock is its.
+    async fn group_append(
         &self,
-        tenant: &TenantId,
-        run: Uuid,
-        step: &NewStep,
+        op: QueuedStep,
+        mut answer: oneshot::Receiver<Result<StepRecord>>,
     ) -> std::result::Result<StepRecord, OpError> {
-        let _w = self.write.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query(
-            "SELECT tenant, user_id, next_seq, last_hash, status FROM audit_run_heads WHERE run_id = ?",
-        )
-        .bind(run)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Err(LedgerError::RunNotFound(run.to_string()).into());
+        self.queued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(op);
+        let turn = tokio::select! {
+            biased;
+            r = &mut answer => return answered(r),
+            turn = self.write.lock() => turn,
         };
-        let head_tenant: String = row.try_get("tenant")?;
-        let user_id: String = row.try_get("user_id")?;
-        let seq: i64 = row.try_get("next_seq")?;
-        let prev = Hash::from_slice(&row.try_get::<Vec<u8>, _>("last_hash")?)?;
-        let status_now = status_of(&row.try_get::<String, _>("status")?)?;
-        if head_tenant != tenant.as_str() {
-            return Err(LedgerError::RunNotFound(run.to_string()).into());
+        let batch: Vec<QueuedStep> = {
+            let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+            queued.retain(|op| !op.reply.is_closed());
+            // The rest stay queued for the next writer (each of their appenders is waiting
+            // for the lock): one statement binds 12 values per step, and SQLite caps a
+            // statement's parameters.
+            let n = queued.len().min(MAX_BATCH);
+            queued.drain(..n).collect()
+        };
+        if !batch.is_empty() {
+            self.write_batch(batch).await;
         }
-        if status_now.is_terminal() {
-            return Err(LedgerError::RunEnded(run.to_string()).into());
-        }
-        let at = truncate_micros(Utc::now());
-        let payload = serde_json::to_value(&step.step)?;
-        let hash = canonical::step_hash(
-            &prev,
-            &run.to_string(),
-            &head_tenant,
-            seq as u64,
-            step.actor.as_str(),
-            &at,
-            &payload,
-        )?;
-        let status = step.step.status_after();
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO audit_steps
-                 (tenant, run_id, seq, kind, actor, at, user_id, plugin_id, tool_name, payload, prev_hash, hash)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(&head_tenant)
-        .bind(run)
-        .bind(seq)
-        .bind(step.step.kind_name())
-        .bind(step.actor.as_str())
-        .bind(micros(&at))
-        .bind(&user_id)
-        .bind(step.step.plugin_id().map(|p| p.as_str()))
-        .bind(step.step.tool_name().map(|t| t.as_str()))
-        .bind(serde_json::to_string(&payload)?)
-        .bind(prev.as_bytes().as_slice())
-        .bind(hash.as_bytes().as_slice())
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE audit_run_heads SET next_seq = ?, last_hash = ?, status = ?, ended_at = ? WHERE run_id = ?",
-        )
-        .bind(seq + 1)
-        .bind(hash.as_bytes().as_slice())
-        .bind(status.as_str())
-        .bind(status.is_terminal().then(|| micros(&at)))
-        .bind(run)
-        .execute(&mut *tx)
-        .await?;
-        if status.is_terminal() {
-            let (seal_seq, seal_prev) = tenant_head(&mut tx, tenant).await?;
-            let body = SealBody::Run {
-                tenant: tenant.clone(),
-                seal_seq,
-                run_id: RunId::from_uuid(run)?,
-                last_step_hash: hash,
-                step_count: (seq + 1) as u64,
-                sealed_at: hash_time(&at),
-            };
-            insert_seal(
-                &mut tx,
-                tenant,
-                seal_seq,
-                &seal_prev,
-                &body,
-                Some(run),
-                "run",
-                at,
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(StepRecord {
-            id,
-            tenant: tenant.clone(),
-            run_id: RunId::from_uuid(run)?,
-            seq: seq as u64,
-            at,
-            actor: step.actor.clone(),
-            user: crate::ids::UserId::parse(user_id)?,
-            step: step.step.clone(),
-            prev_hash: prev,
-            hash,
-        })
+        drop(turn);
+        answered(answer.await)
     }
+
+    /// Writes `batch` in one transaction, one commit; the caller holds the write lock. A
+    /// step that is refused (say, its run has ended) is refused alone and the others still
+    /// commit (`sqlite/batch.rs`).
+    async fn write_batch(&self, batch: Vec<QueuedStep>) {
+        let start = std::time::Instant::now();
+        let result = async {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let outcomes = if let [op] = batch.as_slice() {
+                // Alone: the lone append's statements; a refused step rolls the
+                // transaction back (on drop).
+                match append_in(&mut tx, &op.tenant, op.run, &op.step).await {
+                    Ok(rec) => vec![Ok(rec)],
+                    Err(e) => return Ok(vec![Err(e)]),
+                }
+            } else {
+                batch::write_many(&mut tx, &batch).await?
+            };
+            tx.commit().await?;
+            Ok::<_, OpError>(outcomes)
+        }
+        .await;
+        match result {
+            Ok(outcomes) => {
+                for (op, outcome) in batch.into_iter().zip(outcomes) {
+                    drop(op.reply.send(outcome.map_err(op_err(start))));
+                }
+            }
+            Err(e) => {
+                // Nothing of the batch was committed: every appender in it gets the error.
+                let e = op_err(start)(e);
+                for op in batch {
+                    drop(op.reply.send(Err(batch_failure(&e, start.elapsed()))));
+                }
+            }
+        }
+    }
+}
+
+/// The most appends one transaction carries.
+const MAX_BATCH: usize = 512;
+
+/// An append waiting for the next batch.
+struct QueuedStep {
+    tenant: TenantId,
+    run: Uuid,
+    step: NewStep,
+    reply: oneshot::Sender<Result<StepRecord>>,
+}
+
+/// An append's answer, or the error for one that never came (its batch writer gave up).
+fn answered(
+    r: std::result::Result<Result<StepRecord>, oneshot::error::RecvError>,
+) -> std::result::Result<StepRecord, OpError> {
+    match r {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(LedgerError::Unavailable {
+            operation: "append",
+            elapsed: Duration::ZERO,
+            reason: "the batch carrying this write was abandoned".into(),
+        }
+        .into()),
+    }
+}
+
+fn op_err(start: std::time::Instant) -> impl Fn(OpError) -> LedgerError {
+    move |e| match e {
+        OpError::Sqlx(e) => LedgerError::from_sqlx("append", start.elapsed(), e),
+        OpError::Ledger(e) => e,
+    }
+}
+
+/// Appends one step (sealing the run if it is terminal) inside `tx`, which holds the
+/// write lock.
+async fn append_in(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    tenant: &TenantId,
+    run: Uuid,
+    step: &NewStep,
+) -> std::result::Result<StepRecord, OpError> {
+    let row = sqlx::query(
+        "SELECT tenant, user_id, next_seq, last_hash, status FROM audit_run_heads WHERE run_id = ?",
+    )
+    .bind(run)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else {
+        return Err(LedgerError::RunNotFound(run.to_string()).into());
+    };
+    let head_tenant: String = row.try_get("tenant")?;
+    let user_id: String = row.try_get("user_id")?;
+    let seq: i64 = row.try_get("next_seq")?;
+    let prev = Hash::from_slice(&row.try_get::<Vec<u8>, _>("last_hash")?)?;
+    let status_now = status_of(&row.try_get::<String, _>("status")?)?;
+    if head_tenant != tenant.as_str() {
+        return Err(LedgerError::RunNotFound(run.to_string()).into());
+    }
+    if status_now.is_terminal() {
+        return Err(LedgerError::RunEnded(run.to_string()).into());
+    }
+    let at = truncate_micros(Utc::now());
+    let payload = serde_json::to_value(&step.step)?;
+    let hash = canonical::step_hash(
+        &prev,
+        &run.to_string(),
+        &head_tenant,
+        seq as u64,
+        step.actor.as_str(),
+        &at,
+        &payload,
+    )?;
+    let status = step.step.status_after();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO audit_steps
+             (tenant, run_id, seq, kind, actor, at, user_id, plugin_id, tool_name, payload, prev_hash, hash)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(&head_tenant)
+    .bind(run)
+    .bind(seq)
+    .bind(step.step.kind_name())
+    .bind(step.actor.as_str())
+    .bind(micros(&at))
+    .bind(&user_id)
+    .bind(step.step.plugin_id().map(|p| p.as_str()))
+    .bind(step.step.tool_name().map(|t| t.as_str()))
+    .bind(serde_json::to_string(&payload)?)
+    .bind(prev.as_bytes().as_slice())
+    .bind(hash.as_bytes().as_slice())
+    .fetch_one(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE audit_run_heads SET next_seq = ?, last_hash = ?, status = ?, ended_at = ? WHERE run_id = ?",
+    )
+    .bind(seq + 1)
+    .bind(hash.as_bytes().as_slice())
+    .bind(status.as_str())
+    .bind(status.is_terminal().then(|| micros(&at)))
+    .bind(run)
+    .execute(&mut **tx)
+    .await?;
+    if status.is_terminal() {
+        let (seal_seq, seal_prev) = tenant_head(tx, tenant).await?;
+        let body = SealBody::Run {
+            tenant: tenant.clone(),
+            seal_seq,
+            run_id: RunId::from_uuid(run)?,
+            last_step_hash: hash,
+            step_count: (seq + 1) as u64,
+            sealed_at: hash_time(&at),
+        };
+        insert_seal(
+            tx,
+            tenant,
+            seal_seq,
+            &seal_prev,
+            &body,
+            Some(run),
+            "run",
+            at,
+        )
+        .await?;
+    }
+    Ok(StepRecord {
+        id,
+        tenant: tenant.clone(),
+        run_id: RunId::from_uuid(run)?,
+        seq: seq as u64,
+        at,
+        actor: step.actor.clone(),
+        user: crate::ids::UserId::parse(user_id)?,
+        step: step.step.clone(),
+        prev_hash: prev,
+        hash,
+    })
 }
 
 /// The tenant's seal-chain tip (created if missing); the caller holds the write lock.
@@ -397,11 +507,16 @@ impl Ledger for SqliteLedger {
 
     #[tracing::instrument(skip_all, fields(tenant = %tenant, run = %run, kind = step.step.kind_name()), err)]
     async fn append(&self, tenant: &TenantId, run: RunId, step: NewStep) -> Result<StepRecord> {
-        bounded(
-            "append",
-            self.options.operation_timeout,
-            self.append_locked(tenant, run.as_uuid(), &step),
-        )
+        bounded("append", self.options.operation_timeout, async {
+            let (reply, answer) = oneshot::channel();
+            let op = QueuedStep {
+                tenant: tenant.clone(),
+                run: run.as_uuid(),
+                step,
+                reply,
+            };
+            self.group_append(op, answer).await
+        })
         .await
     }
 

@@ -34,6 +34,7 @@ both_stores!(
     planted_run_is_not_anchored,
     nul_characters_are_recorded_and_searchable,
     nul_in_model_is_refused_the_same_way,
+    a_refused_append_does_not_sink_the_appends_committed_with_it,
 );
 
 async fn appends_form_a_chain_and_runs_end_sealed(h: &Harness) {
@@ -1044,5 +1045,125 @@ async fn a_run_started_in_one_process_ends_in_another() {
         (25, 52, 50)
     );
     drop((other, fresh));
+    h.cleanup().await;
+}
+
+/// Appends to live runs racing appends to ended and foreign runs: whichever share a
+/// commit (group commit), each refused append gets its own error and every other append
+/// is written, in order, exactly once.
+async fn a_refused_append_does_not_sink_the_appends_committed_with_it(h: &Harness) {
+    let l = h.ledger.clone();
+    let t = tenant("acme");
+    let mut runs = Vec::new();
+    for r in 0..8 {
+        let run = l
+            .start_run(new_run("acme", &format!("u{r}")))
+            .await
+            .unwrap();
+        if r % 4 == 3 {
+            l.append(&t, run.id, final_answer("over")).await.unwrap();
+        }
+        runs.push(run.id);
+    }
+    let intruder = l.start_run(new_run("evil", "mallory")).await.unwrap();
+    let mut tasks = Vec::new();
+    for (r, run) in runs.iter().copied().enumerate() {
+        let (l, t) = (l.clone(), t.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..10 {
+                match l.append(&t, run, user_msg(&format!("r{r} s{i}"))).await {
+                    Ok(s) => seqs.push(Ok(s.seq)),
+                    Err(e) => seqs.push(Err(e.to_string())),
+                }
+            }
+            (r, seqs)
+        }));
+    }
+    for i in 0..10 {
+        let (l, t) = (l.clone(), t.clone());
+        tasks.push(tokio::spawn(async move {
+            let e = l
+                .append(&t, intruder.id, user_msg(&format!("x{i}")))
+                .await
+                .unwrap_err();
+            assert!(matches!(e, LedgerError::RunNotFound(_)), "{e}");
+            (usize::MAX, Vec::new())
+        }));
+    }
+    for task in tasks {
+        let (r, seqs) = task.await.unwrap();
+        if r == usize::MAX {
+            continue;
+        }
+        if r % 4 == 3 {
+            assert!(
+                seqs.iter()
+                    .all(|s| s.as_ref().is_err_and(|e| e.contains("ended"))),
+                "run {r}: {seqs:?}"
+            );
+        } else {
+            let ok: Vec<u64> = seqs.into_iter().map(|s| s.unwrap()).collect();
+            assert_eq!(ok, (0..10).collect::<Vec<u64>>(), "run {r}");
+        }
+    }
+    let report = l.verify(None, None, None).await.unwrap();
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.counts.steps, 6 * 10 + 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_commits_and_each_is_durable_when_answered() {
+    // PostgreSQL stamps every row with the id of the transaction that wrote it (`xmin`):
+    // rows sharing one are one commit. Each answered append must already be readable from
+    // another connection (it returned after its commit, not before).
+    let h = Harness::pg().await;
+    let Store::Pg { pool, .. } = &h.store else {
+        unreachable!()
+    };
+    let t = tenant("acme");
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let (l, t, pool) = (h.ledger.clone(), t.clone(), pool.clone());
+        tasks.push(tokio::spawn(async move {
+            let run = l
+                .start_run(new_run("acme", &format!("u{w}")))
+                .await
+                .unwrap();
+            for i in 0..20 {
+                let s = l
+                    .append(
+                        &t,
+                        run.id,
+                        tool_call("tasks", "add_task", &format!("c{w}-{i}")),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(s.seq, i);
+                let seen: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM audit_steps WHERE id = $1")
+                        .bind(s.id)
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
+                assert_eq!(seen, 1, "step {} answered before it was committed", s.id);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let (steps, commits): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT xmin::text::bigint) FROM audit_steps")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(steps, 16 * 20);
+    assert!(
+        commits * 4 < steps * 3,
+        "{steps} steps took {commits} commits: concurrent appends did not share commits"
+    );
+    let report = h.ledger.verify(None, None, None).await.unwrap();
+    assert!(report.is_ok(), "{report}");
     h.cleanup().await;
 }

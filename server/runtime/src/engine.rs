@@ -4,7 +4,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::error::{Result, RuntimeError};
 use crate::limits::HostCeilings;
@@ -32,11 +32,11 @@ pub(crate) fn build_engine(ceilings: &HostCeilings, max_concurrent_calls: u32) -
         .total_tables(slots * 8)
         .max_tables_per_component(8)
         .total_stacks(slots)
-        .max_memory_size(ceilings.memory_bytes() as usize)
-        // Keep a little of each memory resident between instances: resetting it with
-        // memset is cheaper than faulting fresh zero pages on every call.
-        .linear_memory_keep_resident(64 * 1024)
-        .table_keep_resident(16 * 1024);
+        .max_memory_size(ceilings.memory_bytes() as usize);
+    keep_resident(
+        &mut pool,
+        PoolingAllocationConfig::is_pagemap_scan_available(),
+    );
 
     let mut config = Config::new();
     config
@@ -44,6 +44,37 @@ pub(crate) fn build_engine(ceilings: &HostCeilings, max_concurrent_calls: u32) -
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
         .max_wasm_stack(ceilings.wasm_stack_bytes);
     Engine::new(&config).map_err(|e| RuntimeError::Engine(crate::error::chain(&e)))
+}
+
+/// Memory a slot keeps resident between calls when the kernel can say which pages a call
+/// dirtied (`PAGEMAP_SCAN`, Linux 6.7+): up to this much of what a call wrote is restored
+/// in place, and only the rest is handed back with `madvise`.
+pub(crate) const KEEP_RESIDENT_WITH_SCAN: usize = 1 << 20;
+
+/// How a finished call's memory and tables are reset for the next instance.
+///
+/// Every call gets a fresh instance, so whatever the last one wrote must be reset. The
+/// default, `madvise(MADV_DONTNEED)` of everything past a small prefix, was the largest
+/// cost of a call (see BENCHMARKS.md): the syscall flushes the TLB of every core running
+/// one of this process's threads (an inter-processor interrupt, dear in a VM), and the
+/// next instance page-faults the same pages straight back in. It was also what kept two
+/// workers from scaling, since each worker's reset interrupted the other. With
+/// `PAGEMAP_SCAN` the pages a call dirtied are found and restored (copied back from the
+/// image or zeroed) without any of that: a small call costs no syscall to reset but the
+/// scan, and no page faults next time. Isolation is the same either way: the next
+/// instance sees exactly the initial image. Without the scan, a small prefix is memset.
+///
+/// Resident cost: up to [`KEEP_RESIDENT_WITH_SCAN`] per memory slot (64 slots, 2 memories
+/// each, by default: at most 128 MiB).
+fn keep_resident(pool: &mut PoolingAllocationConfig, pagemap_scan: bool) {
+    if pagemap_scan {
+        pool.pagemap_scan(Enabled::Yes)
+            .linear_memory_keep_resident(KEEP_RESIDENT_WITH_SCAN)
+            .table_keep_resident(64 * 1024);
+    } else {
+        pool.linear_memory_keep_resident(64 * 1024)
+            .table_keep_resident(16 * 1024);
+    }
 }
 
 /// Increments the engine's epoch every `tick` on a dedicated thread until dropped.

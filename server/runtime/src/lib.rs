@@ -27,6 +27,7 @@
 
 mod bindings;
 mod cache;
+mod deadline;
 mod egress;
 mod engine;
 mod error;

@@ -9,6 +9,7 @@ use wasmtime::{Store, UpdateDeadline};
 
 use crate::bindings::{self, PluginPre};
 use crate::cache::LoadSource;
+use crate::deadline;
 use crate::egress::{CallEgress, EgressHooks, EgressPolicy, EgressRecord, EgressVerdict};
 use crate::error::{CallError, TimeoutKind, chain};
 use crate::kv::KvScope;
@@ -181,7 +182,8 @@ impl Plugin {
                 .call_call(&mut store, tool, arguments_json)
                 .await
         };
-        let result = tokio::time::timeout(inner.limits.wall_clock, run).await;
+        let deadline = tokio::time::Instant::from_std(started) + inner.limits.wall_clock;
+        let result = deadline::within(deadline, std::pin::pin!(run)).await;
         let stats = CallStats {
             elapsed: started.elapsed(),
             log_lines_dropped: store.data().host.log_lines_dropped,
@@ -318,7 +320,9 @@ impl PluginInner {
                 .call_describe(&mut store)
                 .await
         };
-        match tokio::time::timeout(self.limits.wall_clock, run).await {
+        let deadline = tokio::time::Instant::now() + self.limits.wall_clock;
+        let result = deadline::within(deadline, std::pin::pin!(run)).await;
+        match result {
             Ok(Ok(descriptors)) => Ok(descriptors),
             Ok(Err(trap)) => {
                 let records = egress.take_records();

@@ -18,7 +18,10 @@ use crate::limits::MemoryLimiter;
 const STDERR_CAPTURE_BYTES: usize = 4096;
 
 pub(crate) struct CallState {
-    wasi: WasiCtx,
+    /// Built on the guest's first WASI call: most tool calls never make one, and building
+    /// a context (random number generators, clocks, boxed streams) was a tenth of a
+    /// fresh-instance call. Each call still gets its own, never a shared one.
+    wasi: Option<WasiCtx>,
     http: WasiHttpCtx,
     table: ResourceTable,
     hooks: EgressHooks,
@@ -28,7 +31,8 @@ pub(crate) struct CallState {
     pub(crate) ticks: u64,
     pub(crate) tick_budget: u64,
     pub(crate) cpu_exhausted: bool,
-    pub(crate) stderr: MemoryOutputPipe,
+    /// The guest's stderr, captured once the WASI context exists.
+    stderr: Option<MemoryOutputPipe>,
 }
 
 /// What the plugin's own imports reach: logging, kv and config, already scoped.
@@ -49,17 +53,8 @@ impl CallState {
         memory_bytes: u64,
         tick_budget: u64,
     ) -> Self {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
-        // The builder's defaults are already closed (no preopens, env, args, network);
-        // they are spelled out so a change of defaults upstream cannot open anything.
-        let wasi = WasiCtx::builder()
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .stderr(stderr.clone())
-            .build();
         Self {
-            wasi,
+            wasi: None,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             hooks,
@@ -68,22 +63,42 @@ impl CallState {
             ticks: 0,
             tick_budget: tick_budget.max(1),
             cpu_exhausted: false,
-            stderr,
+            stderr: None,
         }
     }
 
     /// The tail of what the guest wrote to stderr (a panic message, usually).
     pub(crate) fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.contents())
-            .trim()
-            .to_string()
+        self.stderr
+            .as_ref()
+            .map(|pipe| String::from_utf8_lossy(&pipe.contents()).trim().to_string())
+            .unwrap_or_default()
     }
+}
+
+/// This call's WASI context: closed (no preopens, env, args or network) and writing stderr
+/// into a bounded in-memory pipe. The builder's defaults are already closed; they are
+/// spelled out so a change of defaults upstream cannot open anything.
+fn sandboxed_wasi() -> (WasiCtx, MemoryOutputPipe) {
+    let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
+    let wasi = WasiCtx::builder()
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .stderr(stderr.clone())
+        .build();
+    (wasi, stderr)
 }
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let wasi = self.wasi.get_or_insert_with(|| {
+            let (wasi, stderr) = sandboxed_wasi();
+            self.stderr = Some(stderr);
+            wasi
+        });
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: wasi,
             table: &mut self.table,
         }
     }

@@ -148,6 +148,52 @@ async fn a_fresh_instance_per_call_leaks_no_state() {
     }
 }
 
+/// A slot's memory is reset in place between calls (only the pages a call dirtied, when
+/// the kernel can say which): after calls that dirty megabytes, grow memory past what a
+/// slot keeps resident, or trap at the memory cap, the next instance in that slot still
+/// starts from the initial image, concurrently as well as one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_is_reset_after_calls_that_dirty_grow_or_trap() {
+    let (_rt, plugin) = hostile(json!({ "memory_mib": 32, "max_output_bytes": 8 << 20 })).await;
+    let fresh = |plugin: cairn_runtime::Plugin| async move {
+        let outcome = plugin.call(&alice(), "counter", "{}").await.unwrap();
+        assert_eq!(outcome.output, r#"{"count":1}"#);
+    };
+    for round in 0..3 {
+        let big = plugin
+            .call(
+                &alice(),
+                "huge_output",
+                &json!({ "bytes": (2 << 20) + round }).to_string(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(big.output.len(), (2 << 20) + round + 11);
+        fresh(plugin.clone()).await;
+        let failure = plugin
+            .call(&alice(), "allocate_forever", "{}")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(failure.error, CallError::MemoryLimit { .. }),
+            "{:?}",
+            failure.error
+        );
+        fresh(plugin.clone()).await;
+        let echo = plugin
+            .call(&alice(), "echo", r#"{"round":1}"#)
+            .await
+            .unwrap();
+        assert_eq!(echo.output, r#"{"round":1}"#);
+    }
+    let tasks: Vec<_> = (0..16)
+        .map(|_| tokio::spawn(fresh(plugin.clone())))
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_tool_is_refused_before_instantiation() {
     let (_rt, plugin) = hostile(limits()).await;
