@@ -13,25 +13,7 @@ use cairn_runtime::{CallContext, LoadSource, Plugin, Runtime, RuntimeConfig};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value, json};
 
-/// The hostile plugin's tools, as its `describe()` returns them.
-const HOSTILE_TOOLS: &[&str] = &[
-    "noop",
-    "echo",
-    "counter",
-    "infinite_loop",
-    "allocate_forever",
-    "recurse_forever",
-    "huge_output",
-    "fetch",
-    "fetch_many",
-    "panic",
-    "read_file",
-    "read_env",
-    "kv_set",
-    "kv_get",
-    "config_get",
-    "log_flood",
-];
+use cairn_test_plugins::HOSTILE_TOOLS;
 
 fn hostile_manifest() -> Manifest {
     let tools: Vec<Value> = HOSTILE_TOOLS

@@ -20,25 +20,7 @@ use hyper::body::{Body, Frame};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-/// The hostile plugin's tools, as its `describe()` returns them.
-pub const HOSTILE_TOOLS: &[&str] = &[
-    "noop",
-    "echo",
-    "counter",
-    "infinite_loop",
-    "allocate_forever",
-    "recurse_forever",
-    "huge_output",
-    "fetch",
-    "fetch_many",
-    "panic",
-    "read_file",
-    "read_env",
-    "kv_set",
-    "kv_get",
-    "config_get",
-    "log_flood",
-];
+pub use cairn_test_plugins::HOSTILE_TOOLS;
 
 pub fn hostile_bytes() -> &'static [u8] {
     static BYTES: OnceLock<Vec<u8>> = OnceLock::new();

@@ -12,4 +12,25 @@ pub struct ExamplePlugin {
     pub manifest: &'static str,
 }
 
+/// The hostile plugin's tools, as its `describe()` returns them (each with input and
+/// output schema `{"type":"object"}`), for tests that write its manifest.
+pub const HOSTILE_TOOLS: &[&str] = &[
+    "noop",
+    "echo",
+    "counter",
+    "infinite_loop",
+    "allocate_forever",
+    "recurse_forever",
+    "huge_output",
+    "fetch",
+    "fetch_many",
+    "panic",
+    "read_file",
+    "read_env",
+    "kv_set",
+    "kv_get",
+    "config_get",
+    "log_flood",
+];
+
 include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
