@@ -72,6 +72,9 @@ pub enum RegistryError {
     /// The runtime refused to load the plugin (settings, component).
     #[error("the plugin cannot be loaded: {0}")]
     Load(#[from] RuntimeError),
+    /// A manifest entry is outside the operator's egress ceiling.
+    #[error("the manifest is outside the operator's egress ceiling: {0}")]
+    EgressCeiling(cairn_runtime::CeilingViolation),
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] anyhow::Error),
@@ -189,6 +192,11 @@ impl Registry {
     ) -> Result<Installation, RegistryError> {
         let package = Package::read_from(bytes)?;
         let manifest = package.manifest().clone();
+        // The operator's egress ceiling, before anything is stored (issue 10).
+        self.runtime
+            .egress_ceiling()
+            .check_manifest(&manifest)
+            .map_err(RegistryError::EgressCeiling)?;
         let digest = package.digest().to_string();
         let mut state = self.state.lock().await;
         if state

@@ -78,6 +78,8 @@ pub struct Options {
     pub model: Option<ModelConfig>,
     /// The loop's settings.
     pub agent: AgentSettings,
+    /// Any other change to the config, applied last.
+    pub configure: fn(&mut Config),
 }
 
 impl Default for Options {
@@ -90,6 +92,7 @@ impl Default for Options {
             model_url: None,
             model: None,
             agent: AgentSettings::default(),
+            configure: |_| {},
         }
     }
 }
@@ -131,6 +134,7 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
         auth: AuthConfig::Dev,
         model: ModelConfig::default(),
         agent: AgentSettings::default(),
+        ..Config::default()
     }
 }
 
@@ -169,6 +173,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     } else {
         None
     };
+    (options.configure)(&mut config);
     let app = Application::build(config).await.expect("build the app");
     let address = format!("http://127.0.0.1:{}", app.port());
     let server = tokio::spawn(async move {

@@ -6,6 +6,7 @@ mod conformance;
 mod embedded;
 mod helpers;
 mod runs;
+mod security;
 
 use helpers::{
     AUDIENCE, Options, expect_error, expect_not_found, spawn_app, spawn_app_with, spawn_oidc_app,

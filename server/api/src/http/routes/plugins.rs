@@ -60,6 +60,10 @@ impl From<RegistryError> for ApiError {
             RegistryError::Load(_) => {
                 ApiError::unprocessable("plugin_load_failed", error.to_string(), None)
             }
+            RegistryError::EgressCeiling(ref violation) => {
+                let field = Some(violation.field.clone());
+                ApiError::unprocessable("egress_ceiling", error.to_string(), field)
+            }
             RegistryError::Storage(e) => ApiError::Internal(e),
         }
     }
@@ -530,6 +534,7 @@ async fn invoke(
         Err(failure) => {
             let error_type = error_type(&failure.error);
             let message = failure.error.to_string();
+            let refused = ApiError::call_refusal(&failure.error);
             append(
                 StepKind::ToolError {
                     plugin_id: Some(plugin_id),
@@ -549,6 +554,10 @@ async fn invoke(
                 Actor::parse("system:direct-invoke").map_err(|e| ApiError::Internal(e.into()))?,
             )
             .await?;
+            // Refused for want of a call slot: recorded, and answered 429 + Retry-After.
+            if let Some(refused) = refused {
+                return Err(refused);
+            }
             InvokeResult {
                 run_id: run.id.as_uuid(),
                 status: "error",
@@ -576,6 +585,7 @@ fn error_type(error: &cairn_runtime::CallError) -> String {
         CallError::EgressDenied(_) => "egress_denied",
         CallError::HttpResponseTooLarge { .. } => "http_response_too_large",
         CallError::Trap { .. } => "trap",
+        CallError::Busy { .. } => "busy",
         _ => "host",
     }
     .to_owned()
