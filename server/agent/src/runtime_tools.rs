@@ -157,6 +157,7 @@ fn error_type(e: &CallError) -> &'static str {
         CallError::EgressDenied(_) => "egress_denied",
         CallError::HttpResponseTooLarge { .. } => "http_response_too_large",
         CallError::Trap { .. } => "trap",
+        CallError::Busy { .. } => "busy",
         _ => "host_error",
     }
 }

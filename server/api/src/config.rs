@@ -8,6 +8,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use cairn_manifest::HostPattern;
+use cairn_runtime::IpRange;
 use serde::Deserialize;
 
 /// Why the configuration could not be loaded.
@@ -76,6 +78,21 @@ pub struct Config {
     /// once (sizes the sandbox's memory pool); more wait.
     #[serde(default = "default_concurrent_calls")]
     pub max_concurrent_calls: u32,
+    /// `max_concurrent_calls_per_tenant = 16` / `CAIRN_MAX_CONCURRENT_CALLS_PER_TENANT`:
+    /// the share of `max_concurrent_calls` one tenant may hold at once, so a tenant
+    /// flooding the host cannot take every slot from the others.
+    #[serde(default = "default_calls_per_tenant")]
+    pub max_concurrent_calls_per_tenant: u32,
+    /// `call_wait_ms = 2000` / `CAIRN_CALL_WAIT_MS`: how long a tool call waits for a
+    /// slot before it is refused (`429` with `Retry-After` on direct invocation).
+    #[serde(default = "default_call_wait_ms")]
+    pub call_wait_ms: u64,
+    /// `[egress]`: the operator's ceiling over every plugin's outbound requests.
+    #[serde(default)]
+    pub egress: EgressSettings,
+    /// `[cors]`: which browser origins may call the API (OIDC mode only).
+    #[serde(default)]
+    pub cors: CorsSettings,
     /// `[auth]`: who callers are. Default: the development identity (loopback only).
     #[serde(default)]
     pub auth: AuthConfig,
@@ -114,6 +131,71 @@ impl std::fmt::Debug for SecretSettings {
             .field("previous_keys", &self.previous_keys.len())
             .finish()
     }
+}
+
+/// `[egress]`: addresses and origins no plugin may reach, whatever its manifest says.
+/// Install refuses a manifest outside it (`422 egress_ceiling`) and every outbound request
+/// is checked against it again, on the addresses actually connected to.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EgressSettings {
+    /// `denied_ranges = ["10.0.0.0/8", "fd00::/8"]`: address ranges (CIDR) plugins may
+    /// never reach. Default: loopback, private, link-local and cloud metadata, CGNAT,
+    /// NAT64 local use (`64:ff9b:1::/48`), 6to4 (`2002::/16`), Teredo, `192.0.0.0/24`,
+    /// `198.18.0.0/15`, documentation, multicast and reserved ranges (see
+    /// `docs/operators.md`). Setting it replaces the whole list. Cairn's own listen
+    /// address is always denied.
+    #[serde(default = "default_denied_ranges")]
+    pub denied_ranges: Vec<IpRange>,
+    /// `permitted_ranges = ["10.0.0.5/32"]` / `CAIRN_EGRESS_PERMITTED_RANGES` (comma
+    /// separated): exceptions carved out of `denied_ranges`, for internal services the
+    /// operator decides plugins may reach (a manifest must still name them).
+    #[serde(default)]
+    pub permitted_ranges: Vec<IpRange>,
+    /// `allowed_origins = ["https://*.example.com"]` / `CAIRN_EGRESS_ALLOWED_ORIGINS`
+    /// (comma separated): when set, the only origins tenant manifests may list in
+    /// `outbound_hosts`. Unset: any origin outside the denied ranges.
+    #[serde(default)]
+    pub allowed_origins: Option<Vec<HostPattern>>,
+    /// `dns_timeout_ms = 5000` / `CAIRN_EGRESS_DNS_TIMEOUT_MS`: how long a plugin's DNS
+    /// lookup may take before the request is refused.
+    #[serde(default = "default_dns_timeout_ms")]
+    pub dns_timeout_ms: u64,
+}
+
+impl Default for EgressSettings {
+    fn default() -> Self {
+        Self {
+            denied_ranges: default_denied_ranges(),
+            permitted_ranges: Vec::new(),
+            allowed_origins: None,
+            dns_timeout_ms: default_dns_timeout_ms(),
+        }
+    }
+}
+
+impl EgressSettings {
+    /// The runtime's ceiling from these settings, with Cairn's own `listen` address.
+    pub fn ceiling(&self, listen: SocketAddr) -> cairn_runtime::EgressCeiling {
+        cairn_runtime::EgressCeiling::new()
+            .with_denied(self.denied_ranges.iter().copied())
+            .with_permitted(self.permitted_ranges.iter().copied())
+            .with_allowed_origins(self.allowed_origins.clone())
+            .with_own_address(listen)
+            .with_dns_timeout(std::time::Duration::from_millis(self.dns_timeout_ms))
+    }
+}
+
+/// `[cors]`: the browser origins allowed to call the API cross-origin. Only with
+/// `[auth] mode = "oidc"`: the development identity never answers other origins.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSettings {
+    /// `allowed_origins = ["https://addin.example.com"]` / `CAIRN_CORS_ALLOWED_ORIGINS`
+    /// (comma separated): exact origins (`scheme://host[:port]`) whose pages may send
+    /// requests with a bearer token. Default: none (no CORS headers at all).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 /// `[model] provider = "embedded" | "openai"`.
@@ -315,6 +397,21 @@ fn default_max_package() -> usize {
 fn default_concurrent_calls() -> u32 {
     64
 }
+fn default_calls_per_tenant() -> u32 {
+    16
+}
+fn default_call_wait_ms() -> u64 {
+    2000
+}
+fn default_denied_ranges() -> Vec<IpRange> {
+    cairn_runtime::DEFAULT_DENIED_RANGES
+        .iter()
+        .map(|(range, _)| range.parse().expect("the default ranges parse"))
+        .collect()
+}
+fn default_dns_timeout_ms() -> u64 {
+    cairn_runtime::DEFAULT_DNS_TIMEOUT.as_millis() as u64
+}
 fn default_model_dir() -> PathBuf {
     home().join(".cache").join("cairn").join("models")
 }
@@ -359,6 +456,10 @@ impl Default for Config {
             max_body_bytes: default_max_body(),
             max_package_bytes: default_max_package(),
             max_concurrent_calls: default_concurrent_calls(),
+            max_concurrent_calls_per_tenant: default_calls_per_tenant(),
+            call_wait_ms: default_call_wait_ms(),
+            egress: EgressSettings::default(),
+            cors: CorsSettings::default(),
             auth: AuthConfig::Dev,
             model: ModelConfig::default(),
             agent: AgentSettings::default(),
@@ -436,6 +537,14 @@ impl Config {
         if let Some(v) = var("CAIRN_MAX_CONCURRENT_CALLS") {
             self.max_concurrent_calls = parse("CAIRN_MAX_CONCURRENT_CALLS", v)?;
         }
+        if let Some(v) = var("CAIRN_MAX_CONCURRENT_CALLS_PER_TENANT") {
+            self.max_concurrent_calls_per_tenant =
+                parse("CAIRN_MAX_CONCURRENT_CALLS_PER_TENANT", v)?;
+        }
+        if let Some(v) = var("CAIRN_CALL_WAIT_MS") {
+            self.call_wait_ms = parse("CAIRN_CALL_WAIT_MS", v)?;
+        }
+        self.apply_security_env(&var)?;
         match var("CAIRN_AUTH").as_deref() {
             None => {}
             Some("dev") => self.auth = AuthConfig::Dev,
@@ -512,6 +621,45 @@ impl Config {
             if let Some(v) = var("CAIRN_OIDC_TOKEN_TYPE") {
                 oidc.token_type = Some(v);
             }
+        }
+        Ok(())
+    }
+
+    /// The `[egress]` and `[cors]` variables: comma-separated lists, each item parsed.
+    fn apply_security_env(
+        &mut self,
+        var: &impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        fn list<T: std::str::FromStr>(var: &'static str, value: &str) -> Result<Vec<T>, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| {
+                    item.parse().map_err(|e: T::Err| ConfigError::Env {
+                        var,
+                        message: format!("{item:?}: {e}"),
+                    })
+                })
+                .collect()
+        }
+        if let Some(v) = var("CAIRN_EGRESS_PERMITTED_RANGES") {
+            self.egress.permitted_ranges = list("CAIRN_EGRESS_PERMITTED_RANGES", &v)?;
+        }
+        if let Some(v) = var("CAIRN_EGRESS_ALLOWED_ORIGINS") {
+            self.egress.allowed_origins = Some(list("CAIRN_EGRESS_ALLOWED_ORIGINS", &v)?);
+        }
+        if let Some(v) = var("CAIRN_EGRESS_DNS_TIMEOUT_MS") {
+            self.egress.dns_timeout_ms = list("CAIRN_EGRESS_DNS_TIMEOUT_MS", &v)?
+                .first()
+                .copied()
+                .unwrap_or(self.egress.dns_timeout_ms);
+        }
+        if let Some(v) = var("CAIRN_CORS_ALLOWED_ORIGINS") {
+            self.cors.allowed_origins = list("CAIRN_CORS_ALLOWED_ORIGINS", &v)?;
         }
         Ok(())
     }
@@ -608,6 +756,40 @@ impl Config {
                         .into(),
                 ));
             }
+        }
+        if !self.cors.allowed_origins.is_empty() && self.auth == AuthConfig::Dev {
+            return Err(ConfigError::Invalid(
+                "cors.allowed_origins is set, but the development identity (auth mode \"dev\") \
+                 never answers other origins: a page from another site would act as the \
+                 administrator; use [auth] mode = \"oidc\""
+                    .into(),
+            ));
+        }
+        for origin in &self.cors.allowed_origins {
+            let parsed = url::Url::parse(origin).ok().filter(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.path() == "/"
+                    && !origin.ends_with('/')
+                    && u.query().is_none()
+                    && u.username().is_empty()
+            });
+            if parsed.is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "cors.allowed_origins: {origin:?} is not an origin; write scheme://host[:port], \
+                     e.g. \"https://addin.example.com\""
+                )));
+            }
+        }
+        if self.max_concurrent_calls_per_tenant == 0 || self.call_wait_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "max_concurrent_calls_per_tenant and call_wait_ms must be above 0".into(),
+            ));
+        }
+        if self.egress.dns_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "egress.dns_timeout_ms must be above 0".into(),
+            ));
         }
         if self.max_body_bytes == 0 || self.max_package_bytes == 0 {
             return Err(ConfigError::Invalid(
@@ -736,6 +918,73 @@ mod tests {
                 .to_string()
                 .contains("base_url")
         );
+    }
+
+    #[test]
+    fn egress_and_cors_sections_parse_strictly() {
+        let config = Config::from_toml(
+            "[egress]\npermitted_ranges = [\"10.0.0.5/32\"]\nallowed_origins = [\"https://*.example.com\"]\ndns_timeout_ms = 100\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.egress.denied_ranges, default_denied_ranges());
+        assert_eq!(config.egress.permitted_ranges.len(), 1);
+        let ceiling = config.egress.ceiling(config.listen);
+        assert!(
+            ceiling
+                .check_address("10.0.0.5:80".parse().unwrap())
+                .is_ok()
+        );
+        assert!(
+            ceiling
+                .check_address("10.0.0.6:80".parse().unwrap())
+                .is_err()
+        );
+        assert!(ceiling.check_address(config.listen).is_err());
+        for (toml, word) in [
+            ("[egress]\ndenied_ranges = [\"10.0.0.1/8\"]\n", "10.0.0.1/8"),
+            (
+                "[egress]\nallowed_origins = [\"https://x.example/path\"]\n",
+                "path",
+            ),
+            ("[egress]\nblock = []\n", "block"),
+            ("[cors]\norigins = []\n", "origins"),
+        ] {
+            let error = Config::from_toml(toml, Path::new("c.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(word), "{error}");
+        }
+        let mut config = Config::default();
+        config.cors.allowed_origins = vec!["https://addin.example.com".into()];
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("cors.allowed_origins"), "{error}");
+        config.auth = Config::from_toml(
+            "[auth]\nmode = \"oidc\"\nissuer = \"https://i\"\naudience = \"a\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap()
+        .auth;
+        config.validate().unwrap();
+        config.cors.allowed_origins = vec!["https://addin.example.com/".into()];
+        assert!(config.validate().is_err());
+        config.cors.allowed_origins = vec!["*".into()];
+        assert!(config.validate().is_err());
+        config.cors.allowed_origins.clear();
+        config
+            .apply_env(|name| match name {
+                "CAIRN_EGRESS_PERMITTED_RANGES" => Some("10.1.0.0/16, 10.2.0.0/16".into()),
+                "CAIRN_CORS_ALLOWED_ORIGINS" => Some("https://a.example".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(config.egress.permitted_ranges.len(), 2);
+        assert_eq!(config.cors.allowed_origins, ["https://a.example"]);
+        let error = Config::default()
+            .apply_env(|name| (name == "CAIRN_EGRESS_PERMITTED_RANGES").then(|| "nope".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("CAIRN_EGRESS_PERMITTED_RANGES"), "{error}");
     }
 
     #[test]

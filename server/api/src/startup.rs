@@ -16,6 +16,7 @@ use crate::config::{AuthConfig, Config};
 use crate::copilot::{Copilot, RegistryTools, build_model, build_selector, effective_settings};
 use crate::http::auth::Authenticator;
 use crate::http::auth::oidc::OidcVerifier;
+use crate::http::browser::BrowserPolicy;
 use crate::http::metrics::Metrics;
 use crate::http::{AppState, Limits, router};
 use crate::registry::Registry;
@@ -46,8 +47,17 @@ impl Application {
         let ledger: Arc<dyn cairn_audit::Ledger> =
             Arc::new(NotifyingLedger::new(ledger, notifier.clone()));
 
+        // Bound first, so the egress ceiling knows Cairn's own address (port 0 included).
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let address = listener.local_addr().context("reading the bound address")?;
+
         let mut runtime_config = RuntimeConfig::new(&config.cache_dir);
         runtime_config.max_concurrent_calls = config.max_concurrent_calls;
+        runtime_config.max_concurrent_calls_per_tenant = config.max_concurrent_calls_per_tenant;
+        runtime_config.call_wait = std::time::Duration::from_millis(config.call_wait_ms);
+        runtime_config.egress_ceiling = Arc::new(config.egress.ceiling(address));
         let kv_path = config.data_dir.join("plugin-kv.json");
         cairn_store::import_json_kv(&db, &kv_path)
             .await
@@ -61,6 +71,14 @@ impl Application {
             .await
             .context("importing the data dir's plugin registry into the database")?;
 
+        let browser = match &config.auth {
+            AuthConfig::Dev => BrowserPolicy::Dev {
+                port: address.port(),
+            },
+            AuthConfig::Oidc(_) => BrowserPolicy::Open {
+                cors_origins: config.cors.allowed_origins.clone(),
+            },
+        };
         let auth = match &config.auth {
             AuthConfig::Dev => {
                 tracing::warn!(
@@ -94,11 +112,8 @@ impl Application {
                 max_body_bytes: config.max_body_bytes,
                 max_package_bytes: config.max_package_bytes,
             },
+            browser,
         };
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
-        let address = listener.local_addr().context("reading the bound address")?;
         Ok(Self {
             listener,
             address,

@@ -81,6 +81,15 @@ pub enum ApiError {
         /// Field at fault.
         field: Option<String>,
     },
+    /// 429: no capacity right now (every call slot of the tenant or the host was taken
+    /// for the whole bounded wait). Sent with `Retry-After` in seconds.
+    #[error("{message}")]
+    TooManyRequests {
+        /// Message.
+        message: String,
+        /// When to try again.
+        retry_after: std::time::Duration,
+    },
     /// 502: the work was accepted but what it depends on failed (a run whose model
     /// failed, or that ran out of steps or time); the run is in the ledger.
     #[error("{message}")]
@@ -122,6 +131,18 @@ impl ApiError {
             code,
             message: message.into(),
             field,
+        }
+    }
+
+    /// The HTTP answer a failed tool call gets instead of a result, if it gets one: only
+    /// a call refused for want of a slot (nothing ran) is answered `429`.
+    pub fn call_refusal(error: &cairn_runtime::CallError) -> Option<Self> {
+        match error {
+            cairn_runtime::CallError::Busy { retry_after, .. } => Some(ApiError::TooManyRequests {
+                message: error.to_string(),
+                retry_after: *retry_after,
+            }),
+            _ => None,
         }
     }
 
@@ -190,6 +211,9 @@ impl ApiError {
                 message.clone(),
                 field.clone(),
             ),
+            ApiError::TooManyRequests { message, .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "busy", message.clone(), None)
+            }
             ApiError::BadGateway { code, message } => {
                 (StatusCode::BAD_GATEWAY, code, message.clone(), None)
             }
@@ -218,6 +242,12 @@ impl IntoResponse for ApiError {
         }
         let (status, body) = self.to_body();
         let mut response = (status, axum::Json(body)).into_response();
+        if let ApiError::TooManyRequests { retry_after, .. } = &self {
+            let seconds = retry_after.as_secs().max(1);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -247,6 +277,23 @@ pub type ApiResult<T> = Result<T, ApiError>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn busy_is_429_with_retry_after() {
+        let busy = cairn_runtime::CallError::Busy {
+            scope: cairn_runtime::SlotScope::Tenant,
+            limit: 2,
+            waited: std::time::Duration::from_millis(1500),
+            retry_after: std::time::Duration::from_secs(2),
+        };
+        let response = ApiError::call_refusal(&busy).unwrap().into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let timeout = cairn_runtime::CallError::Trap {
+            message: "x".into(),
+        };
+        assert!(ApiError::call_refusal(&timeout).is_none());
+    }
 
     #[tokio::test]
     async fn internal_errors_are_opaque() {

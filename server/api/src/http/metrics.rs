@@ -1,8 +1,11 @@
 //! Prometheus metrics, kept in memory and rendered as text at `GET /metrics`.
 //!
-//! Few series and a lock held for nanoseconds: a dependency-free registry is enough, and
-//! the route label is the matched route pattern (never the raw path, which would let
-//! callers create unbounded series).
+//! Few series and a lock held for nanoseconds: a dependency-free registry is enough.
+//! Every label value comes from a closed set, because `/metrics` is unauthenticated and
+//! each new value is a new series kept forever: the route is the matched route pattern
+//! (never the raw path), the method one of the standard ones or `other` (any token is a
+//! valid HTTP method), and tool-call series past [`MAX_TOOL_SERIES`] (plugin and tool
+//! names come from tenant manifests) are counted under `other`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -10,10 +13,33 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 
 use super::AppState;
+
+/// The most distinct (plugin, tool, outcome) series kept; later ones count as `other`.
+pub const MAX_TOOL_SERIES: usize = 1000;
+
+/// The method label: a standard method's name, or `other`.
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    KNOWN
+        .iter()
+        .find(|m| *m == method)
+        .map_or("other", Method::as_str)
+}
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
@@ -41,16 +67,17 @@ impl Histogram {
 /// The server's metrics.
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+    requests: Mutex<BTreeMap<(&'static str, String, u16), Histogram>>,
     tool_calls: Mutex<BTreeMap<(String, String, &'static str), Histogram>>,
 }
 
 impl Metrics {
-    /// Records one HTTP request.
-    pub fn record_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+    /// Records one HTTP request. `route` must be a matched route pattern (or
+    /// `unmatched`), never a raw path.
+    pub fn record_request(&self, method: &Method, route: &str, status: u16, elapsed: Duration) {
         let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
         requests
-            .entry((method.to_owned(), route.to_owned(), status))
+            .entry((method_label(method), route.to_owned(), status))
             .or_default()
             .observe(elapsed);
     }
@@ -58,14 +85,12 @@ impl Metrics {
     /// Records one tool call and whether it succeeded.
     pub fn record_tool_call(&self, plugin: &str, tool: &str, ok: bool, elapsed: Duration) {
         let mut calls = self.tool_calls.lock().unwrap_or_else(|e| e.into_inner());
-        calls
-            .entry((
-                plugin.to_owned(),
-                tool.to_owned(),
-                if ok { "ok" } else { "error" },
-            ))
-            .or_default()
-            .observe(elapsed);
+        let outcome = if ok { "ok" } else { "error" };
+        let mut key = (plugin.to_owned(), tool.to_owned(), outcome);
+        if !calls.contains_key(&key) && calls.len() >= MAX_TOOL_SERIES {
+            key = ("other".to_owned(), "other".to_owned(), outcome);
+        }
+        calls.entry(key).or_default().observe(elapsed);
     }
 
     /// The Prometheus text exposition.
@@ -137,7 +162,7 @@ fn escape(value: &str) -> String {
 /// Middleware: times every request and counts it by matched route and status.
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    let method = request.method().clone();
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -150,4 +175,30 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         started.elapsed(),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_come_from_closed_sets() {
+        let metrics = Metrics::default();
+        for i in 0..600 {
+            let method = Method::from_bytes(format!("X{i}").as_bytes()).unwrap();
+            metrics.record_request(&method, "unmatched", 405, Duration::ZERO);
+            metrics.record_tool_call(&format!("p{i}"), &format!("t{i}"), true, Duration::ZERO);
+            metrics.record_tool_call(&format!("p{i}"), "t", false, Duration::ZERO);
+        }
+        metrics.record_request(&Method::GET, "/healthz", 200, Duration::ZERO);
+        let text = metrics.render();
+        assert!(text.contains("method=\"other\",route=\"unmatched\",status=\"405\"} 600"));
+        assert!(!text.contains("X1"), "made-up methods leaked into labels");
+        assert!(text.contains("method=\"GET\",route=\"/healthz\""));
+        assert_eq!(
+            metrics.tool_calls.lock().unwrap().len(),
+            MAX_TOOL_SERIES + 2
+        );
+        assert!(text.contains("plugin=\"other\",tool=\"other\",outcome=\"error\""));
+    }
 }

@@ -5,6 +5,7 @@
 //! `#[utoipa::path]` annotations and served at `/openapi.json`.
 
 pub mod auth;
+pub mod browser;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Body size limits.
     pub limits: Limits,
+    /// What browsers may do (`Host`/`Origin` rules in dev mode, CORS in OIDC mode).
+    pub browser: browser::BrowserPolicy,
 }
 
 /// Body size limits, from config.
@@ -106,7 +109,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (router, openapi) = api_router().split_for_parts();
     let document = Arc::new(openapi);
-    router
+    let cors = browser::cors_layer(&state.browser);
+    let router = router
         .route(
             "/openapi.json",
             axum::routing::get(move || {
@@ -118,9 +122,19 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
+            state.browser.clone(),
+            browser::guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
-        ))
+        ));
+    // Outside the guard and the routes, so a preflight is answered before either.
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

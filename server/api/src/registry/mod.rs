@@ -109,6 +109,9 @@ pub enum RegistryError {
         #[source]
         source: cairn_store::SecretError,
     },
+    /// A manifest entry is outside the operator's egress ceiling.
+    #[error("the manifest is outside the operator's egress ceiling: {0}")]
+    EgressCeiling(cairn_runtime::CeilingViolation),
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] anyhow::Error),
@@ -305,6 +308,11 @@ impl Registry {
     ) -> Result<Installation, RegistryError> {
         let package = Package::read_from(bytes)?;
         let manifest = package.manifest().clone();
+        // The operator's egress ceiling, before anything is stored.
+        self.runtime
+            .egress_ceiling()
+            .check_manifest(&manifest)
+            .map_err(RegistryError::EgressCeiling)?;
         let plugin_id = manifest.id.to_string();
         if self
             .store
@@ -451,6 +459,11 @@ impl Registry {
                 package: manifest.id.to_string(),
             });
         }
+        // A new version may ask for other origins: the same ceiling as an install.
+        self.runtime
+            .egress_ceiling()
+            .check_manifest(&manifest)
+            .map_err(RegistryError::EgressCeiling)?;
         // Kept: settings the new manifest still declares, as secret as they were.
         let config: BTreeMap<String, String> = c
             .row

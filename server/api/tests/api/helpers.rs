@@ -80,6 +80,8 @@ pub struct Options {
     pub agent: AgentSettings,
     /// Changes to the OIDC settings (with `oidc`).
     pub oidc_config: Option<fn(&mut OidcConfig)>,
+    /// Any other change to the config, applied last.
+    pub configure: fn(&mut Config),
 }
 
 impl Default for Options {
@@ -93,6 +95,7 @@ impl Default for Options {
             model: None,
             agent: AgentSettings::default(),
             oidc_config: None,
+            configure: |_| {},
         }
     }
 }
@@ -134,7 +137,7 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
         auth: AuthConfig::Dev,
         model: ModelConfig::default(),
         agent: AgentSettings::default(),
-        secrets: Default::default(),
+        ..Config::default()
     }
 }
 
@@ -179,6 +182,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     } else {
         None
     };
+    (options.configure)(&mut config);
     let app = Application::build(config).await.expect("build the app");
     let address = format!("http://127.0.0.1:{}", app.port());
     let server = tokio::spawn(async move {

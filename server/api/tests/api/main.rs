@@ -8,6 +8,7 @@ mod embedded;
 mod helpers;
 mod one_path;
 mod runs;
+mod security;
 
 use helpers::{
     AUDIENCE, Options, expect_error, expect_not_found, spawn_app, spawn_app_with, spawn_oidc_app,

@@ -255,9 +255,14 @@ impl EgressCeiling {
     /// every address it may connect to, IP literals included.
     pub fn check_address(&self, address: SocketAddr) -> Result<(), CeilingRule> {
         let ip = address.ip().to_canonical();
+        // A wildcard listen address (`0.0.0.0`) means every local address; only the
+        // loopback and unspecified ones are known here (the machine's others are not
+        // enumerated: deny them in `denied_ranges`). Matching the port on every address
+        // would refuse, say, all of HTTPS when Cairn listens on `0.0.0.0:443`.
         let is_own = |own: &SocketAddr| {
             own.port() == address.port()
-                && (own.ip().to_canonical() == ip || own.ip().is_unspecified())
+                && (own.ip().to_canonical() == ip
+                    || (own.ip().is_unspecified() && (ip.is_loopback() || ip.is_unspecified())))
         };
         if self.own.iter().any(is_own) {
             return Err(CeilingRule::OwnAddress);
@@ -454,13 +459,18 @@ mod tests {
         );
         let any = EgressCeiling::unrestricted().with_own_address("0.0.0.0:8080".parse().unwrap());
         assert_eq!(
-            any.check_address("93.184.216.34:8080".parse().unwrap()),
+            any.check_address("127.0.0.1:8080".parse().unwrap()),
             Err(CeilingRule::OwnAddress)
         );
         assert_eq!(
-            any.check_address("93.184.216.34:443".parse().unwrap()),
+            any.check_address("[::ffff:127.0.0.1]:8080".parse().unwrap()),
+            Err(CeilingRule::OwnAddress)
+        );
+        assert_eq!(
+            any.check_address("93.184.216.34:8080".parse().unwrap()),
             Ok(())
         );
+        assert_eq!(any.check_address("127.0.0.1:443".parse().unwrap()), Ok(()));
     }
 
     #[test]

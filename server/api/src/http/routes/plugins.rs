@@ -78,6 +78,10 @@ impl From<RegistryError> for ApiError {
                 error.to_string(),
                 Some(format!("config.{setting}")),
             ),
+            RegistryError::EgressCeiling(ref violation) => {
+                let field = Some(violation.field.clone());
+                ApiError::unprocessable("egress_ceiling", error.to_string(), field)
+            }
             RegistryError::Storage(e) => ApiError::Internal(e),
         }
     }
@@ -553,6 +557,17 @@ async fn invoke(
         RunOutcome::Completed { answer, .. } => {
             let value = serde_json::from_str(&answer).unwrap_or(Value::String(answer));
             (StatusCode::OK, AppJson(result("ok", Some(value), None)))
+        }
+        RunOutcome::Failed {
+            error_type,
+            message,
+            ..
+        } if error_type == "busy" => {
+            // Refused for want of a call slot: recorded, and answered 429 + Retry-After.
+            return Err(ApiError::TooManyRequests {
+                message: format!("{message} (run {run_id})"),
+                retry_after: std::time::Duration::from_secs(1),
+            });
         }
         RunOutcome::Failed {
             error_type,

@@ -12,7 +12,8 @@ pub struct ExamplePlugin {
     pub manifest: &'static str,
 }
 
-/// The hostile plugin's tools, as its `describe()` returns them.
+/// The hostile plugin's tools, as its `describe()` returns them (each with input and
+/// output schema `{"type":"object"}`), for tests that write its manifest.
 pub const HOSTILE_TOOLS: &[&str] = &[
     "noop",
     "echo",
