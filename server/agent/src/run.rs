@@ -14,7 +14,7 @@ use cairn_audit::{
     ToolName as LedgerToolName, UserId,
 };
 use cairn_model::{
-    ChatRequest, ChatResponse, FinishReason, ModelError, Role, ToolCall, ToolChoice,
+    ChatRequest, ChatResponse, FinishReason, ModelError, Role, RunClock, ToolCall, ToolChoice,
     forced_call_token_budget,
 };
 use futures::future::join_all;
@@ -258,6 +258,7 @@ impl RunCtx<'_> {
                 parallel_tool_calls: config.parallel_tool_calls,
                 max_tokens,
                 temperature: config.temperature,
+                clock: Some(RunClock::now_at(config.utc_offset)),
             };
             let agent = self.actors.agent.clone();
             self.append(
