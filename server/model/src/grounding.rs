@@ -972,7 +972,10 @@ impl Cx<'_> {
             parts.push(json!({ "type": "null" }));
         }
         let mut grounded = match parts.len() {
-            0 => json!({ "type": "string", "maxLength": 0 }),
+            // Nothing grounded is left (a number the request does not give): the
+            // field's own schema stays, for a required field to remain writable, and an
+            // optional one is dropped by its object.
+            0 => return false,
             1 => parts.remove(0),
             _ => json!({ "anyOf": parts }),
         };
