@@ -37,6 +37,10 @@ pub struct AgentConfig {
     pub parallel_tool_calls: bool,
     /// Which calls need a person's approval.
     pub approval: ApprovalPolicy,
+    /// The deployment's time zone, as its offset from UTC: every model request carries
+    /// the run's current time at this offset ([`RunClock`](cairn_model::RunClock)), so
+    /// "tomorrow" in a request means the user's tomorrow. UTC by default.
+    pub utc_offset: chrono::FixedOffset,
 }
 
 impl Default for AgentConfig {
@@ -51,6 +55,7 @@ impl Default for AgentConfig {
             temperature: None,
             parallel_tool_calls: true,
             approval: ApprovalPolicy::default(),
+            utc_offset: chrono::FixedOffset::east_opt(0).expect("zero is a valid offset"),
         }
     }
 }

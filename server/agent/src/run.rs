@@ -13,8 +13,9 @@ use cairn_audit::{
     Actor, PluginId as LedgerPluginId, PolicyOutcome, RunId, StepKind, StepRecord, TenantId,
     ToolName as LedgerToolName, UserId,
 };
+use cairn_model::grounding::{Grounding, check_arguments};
 use cairn_model::{
-    ChatRequest, ChatResponse, FinishReason, ModelError, Role, ToolCall, ToolChoice,
+    ChatRequest, ChatResponse, FinishReason, ModelError, Role, RunClock, ToolCall, ToolChoice,
     forced_call_token_budget,
 };
 use futures::future::join_all;
@@ -346,6 +347,7 @@ impl RunCtx<'_> {
                 parallel_tool_calls: config.parallel_tool_calls,
                 max_tokens,
                 temperature: self.settings.temperature.or(config.temperature),
+                clock: Some(RunClock::now_at(config.utc_offset)),
             };
             let agent = self.actors.agent.clone();
             self.append(
@@ -401,9 +403,10 @@ impl RunCtx<'_> {
                     answer: text,
                 });
             }
+            let grounding = Grounding::new(&request.messages, request.clock.as_ref());
             let planned = calls
                 .into_iter()
-                .map(|c| self.plan(c))
+                .map(|c| self.plan(c, &grounding))
                 .collect::<Result<Vec<_>>>()?;
             match self.tool_phase(planned).await? {
                 Phase::Continue => {}
@@ -418,9 +421,9 @@ impl RunCtx<'_> {
         }
     }
 
-    /// Resolves one call the model made: which tool, whether its arguments are valid, and
-    /// what the approval policy says.
-    fn plan(&self, call: ToolCall) -> Result<Planned> {
+    /// Resolves one call the model made: which tool, whether its arguments are valid and
+    /// grounded in the conversation, and what the approval policy says.
+    fn plan(&self, call: ToolCall, grounding: &Grounding) -> Result<Planned> {
         let parsed: Option<Value> = serde_json::from_str::<Value>(&call.arguments)
             .ok()
             .filter(Value::is_object);
@@ -464,7 +467,13 @@ impl RunCtx<'_> {
                         "the arguments do not match the tool's input schema: {violations}"
                     ),
                 },
-                Ok(()) => self.gate(entry, arguments),
+                Ok(()) => match ungrounded(entry, &arguments, grounding) {
+                    Some(message) => Action::Invalid {
+                        error_type: "ungrounded_arguments",
+                        message,
+                    },
+                    None => self.gate(entry, arguments),
+                },
             },
         };
         Ok(Planned {
@@ -784,6 +793,24 @@ fn model_error_type(e: &ModelError) -> &'static str {
         ModelError::Malformed(_) => "model_malformed",
         _ => "model_error",
     }
+}
+
+/// What in a valid call's arguments the conversation cannot have supplied (text from the
+/// tool's descriptions or examples, an unresolved date), as an error the model can
+/// correct; the call is not run or changed. The same check for every provider: the
+/// embedded decoder's grammar already keeps such text out.
+fn ungrounded(entry: &Entry, arguments: &Value, grounding: &Grounding) -> Option<String> {
+    let mut reference: Vec<&str> = vec![entry.spec.description.as_str()];
+    reference.extend(entry.spec.examples.iter().map(String::as_str));
+    let problems = check_arguments(&entry.spec.input_schema, &reference, arguments, grounding);
+    if problems.is_empty() {
+        return None;
+    }
+    let listed: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    Some(format!(
+        "the arguments must come from the conversation: {}",
+        listed.join("; ")
+    ))
 }
 
 /// Used by resume: the planned form of a call that was waiting for approval.

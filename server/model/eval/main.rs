@@ -32,7 +32,8 @@ use cairn_model::retrieval::{
     IndexOptions, PreparedQuery, Scoring, SentenceEmbedder, ToolCandidate, ToolIndex,
 };
 use cairn_model::{
-    ChatMessage, ChatModel, ChatRequest, ToolChoice, ToolDefinition, forced_call_token_budget,
+    ChatMessage, ChatModel, ChatRequest, RunClock, ToolChoice, ToolDefinition,
+    forced_call_token_budget,
 };
 use clap::Parser;
 use serde::{Deserialize, Serialize};
@@ -115,6 +116,10 @@ struct EvalRequest {
     #[serde(default)]
     #[allow(dead_code)]
     notes: String,
+    /// The run's date, time and UTC offset (RFC 3339) the request is asked at, for
+    /// relative dates ("tomorrow"); `arguments.jsonl` sets it on every line.
+    #[serde(default)]
+    now: Option<String>,
 }
 
 struct Tool {
@@ -203,6 +208,17 @@ struct VariantReport {
     errors: usize,
     /// Every request whose selection was wrong: what was offered, and what came back.
     wrong: Vec<ModelMiss>,
+    /// Every request with the right tool but wrong arguments.
+    argument_misses: Vec<ArgumentMiss>,
+}
+
+/// A call to the right tool whose arguments were not the expected ones.
+#[derive(Debug, Serialize)]
+struct ArgumentMiss {
+    request: String,
+    expected: Value,
+    /// The arguments as the model wrote them (`None`: no call came back).
+    got: Option<String>,
 }
 
 /// A request the model variant got wrong.
@@ -601,6 +617,17 @@ fn print_report(r: &Report) {
             }
         }
         for v in &r.variants {
+            for m in &v.argument_misses {
+                println!(
+                    "  {} arguments: {:?} expected {} got {}",
+                    v.variant,
+                    shorten(&m.request),
+                    m.expected,
+                    m.got.as_deref().unwrap_or("no call")
+                );
+            }
+        }
+        for v in &r.variants {
             let per: Vec<String> = v
                 .per_plugin_selection
                 .iter()
@@ -763,6 +790,7 @@ async fn run_variant(
     let mut total_ms = 0.0;
     let (mut model_calls, mut errors) = (0, 0);
     let mut wrong = Vec::new();
+    let mut argument_misses = Vec::new();
     for r in requests {
         let started = Instant::now();
         let (tools, choice): (Vec<ToolDefinition>, ToolChoice) = match variant {
@@ -817,6 +845,12 @@ async fn run_variant(
                 parallel_tool_calls: false,
                 max_tokens: Some(max_tokens),
                 temperature: Some(0.0),
+                clock: r
+                    .now
+                    .as_deref()
+                    .map(RunClock::fixed)
+                    .transpose()
+                    .with_context(|| format!("the `now` of {:?}", r.request))?,
             };
             match model.chat(&request).await {
                 Ok(answer) => {
@@ -851,12 +885,21 @@ async fn run_variant(
             .map_or_else(|| "(no tool)".to_owned(), plugin_of);
         per_plugin_selection.entry(group).or_default().add(right);
         if r.expected_tool.is_some() && !r.expected_arguments.is_empty() {
-            let parsed: Option<Value> = args_json.and_then(|a| serde_json::from_str(&a).ok());
+            let parsed: Option<Value> = args_json
+                .as_deref()
+                .and_then(|a| serde_json::from_str(a).ok());
             let ok = right
-                && parsed.is_some_and(|p| {
-                    partial_match(&Value::Object(r.expected_arguments.clone()), &p)
+                && parsed.as_ref().is_some_and(|p| {
+                    partial_match(&Value::Object(r.expected_arguments.clone()), p)
                 });
             arguments.add(ok);
+            if right && !ok {
+                argument_misses.push(ArgumentMiss {
+                    request: r.request.clone(),
+                    expected: Value::Object(r.expected_arguments.clone()),
+                    got: args_json,
+                });
+            }
         }
     }
     Ok(VariantReport {
@@ -868,6 +911,7 @@ async fn run_variant(
         model_calls,
         errors,
         wrong,
+        argument_misses,
     })
 }
 

@@ -133,6 +133,42 @@ pub fn forced_call_token_budget(cap: u32, request_text: &str) -> u32 {
     cap.max(FORCED_CALL_MIN_TOKENS).saturating_add(room)
 }
 
+/// The run's date and time, in its time zone, as the host knows them: relative dates in
+/// a request ("tomorrow", "next Friday") resolve against it. Without one, providers use
+/// the current UTC date.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunClock {
+    /// The current time with the run's UTC offset (RFC 3339).
+    pub now: chrono::DateTime<chrono::FixedOffset>,
+    /// The zone's name when the host knows it (`Europe/Berlin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
+impl RunClock {
+    /// The current time at `offset` from UTC.
+    pub fn now_at(offset: chrono::FixedOffset) -> Self {
+        Self {
+            now: chrono::Utc::now().with_timezone(&offset),
+            time_zone: None,
+        }
+    }
+
+    /// A fixed time given as RFC 3339 (`2027-03-10T09:00:00+01:00`), for evaluations and
+    /// tests.
+    pub fn fixed(rfc3339: &str) -> Result<Self, chrono::ParseError> {
+        Ok(Self {
+            now: chrono::DateTime::parse_from_rfc3339(rfc3339)?,
+            time_zone: None,
+        })
+    }
+
+    /// The run's local date.
+    pub fn today(&self) -> chrono::NaiveDate {
+        self.now.date_naive()
+    }
+}
+
 /// One request to a model.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatRequest {
@@ -153,6 +189,9 @@ pub struct ChatRequest {
     /// Sampling temperature; `None` leaves the provider's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
+    /// The run's date and time zone, for grounding dates in tool arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<RunClock>,
 }
 
 /// Tokens used by one request (OpenTelemetry `gen_ai.usage.*`).

@@ -9,14 +9,15 @@
 mod chat;
 pub mod embedded;
 mod error;
+pub mod grounding;
 mod openai;
 pub mod reasoning;
 pub mod retrieval;
 
 pub use chat::{
     ChatDelta, ChatMessage, ChatModel, ChatRequest, ChatResponse, ChatStream,
-    FORCED_CALL_MIN_TOKENS, FinishReason, Role, ToolCall, ToolChoice, ToolDefinition, Usage,
-    forced_call_token_budget,
+    FORCED_CALL_MIN_TOKENS, FinishReason, Role, RunClock, ToolCall, ToolChoice, ToolDefinition,
+    Usage, forced_call_token_budget,
 };
 pub use embedded::{EmbeddedConfig, EmbeddedModel};
 pub use error::ModelError;

@@ -1,5 +1,6 @@
 //! The tool-selection evaluation sets (`eval/requests.jsonl`, and `eval/heldout.jsonl`,
-//! written before retrieval was tuned and never tuned on) stay usable: they parse, they are
+//! written before retrieval was tuned and never tuned on, and `eval/arguments.jsonl`,
+//! written before argument grounding was tuned) stay usable: they parse, they are
 //! big enough, they name only real tools, they do not quote the manifests' own examples
 //! (which retrieval ranks on, so copying them would inflate every figure), and they share
 //! no request.
@@ -48,7 +49,14 @@ fn check_set(file: &str, min_with_tool: usize, min_without_tool: usize) -> HashS
         let object = entry.as_object().expect("an object per line");
         for key in object.keys() {
             assert!(
-                ["request", "expected_tool", "expected_arguments", "notes"].contains(&key.as_str()),
+                [
+                    "request",
+                    "expected_tool",
+                    "expected_arguments",
+                    "notes",
+                    "now"
+                ]
+                .contains(&key.as_str()),
                 "{file} line {line_no}: unknown field {key}"
             );
         }
@@ -69,6 +77,13 @@ fn check_set(file: &str, min_with_tool: usize, min_without_tool: usize) -> HashS
             entry["expected_arguments"].is_object() || entry["expected_arguments"].is_null(),
             "{file} line {line_no}: expected_arguments must be an object"
         );
+        if let Some(now) = entry.get("now") {
+            let now = now.as_str().expect("now is a string");
+            assert!(
+                cairn_model::RunClock::fixed(now).is_ok(),
+                "{file} line {line_no}: now {now:?} is not RFC 3339"
+            );
+        }
         match &entry["expected_tool"] {
             serde_json::Value::Null => without_tool += 1,
             serde_json::Value::String(tool) => {
@@ -109,4 +124,26 @@ fn the_heldout_set_is_well_formed_and_shares_nothing_with_the_eval_set() {
     let eval = check_set("requests.jsonl", 40, 8);
     let shared: Vec<_> = heldout.intersection(&eval).collect();
     assert!(shared.is_empty(), "requests in both sets: {shared:?}");
+}
+
+#[test]
+fn the_arguments_set_is_well_formed_and_shares_nothing_with_the_other_sets() {
+    let arguments = check_set("arguments.jsonl", 40, 0);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("eval/arguments.jsonl")).expect("set");
+    let with_arguments = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON"))
+        .filter(|e| {
+            e["expected_arguments"]
+                .as_object()
+                .is_some_and(|a| !a.is_empty())
+        })
+        .count();
+    assert!(with_arguments >= 40, "only {with_arguments} list arguments");
+    for other in ["requests.jsonl", "heldout.jsonl"] {
+        let other = check_set(other, 0, 0);
+        let shared: Vec<_> = arguments.intersection(&other).collect();
+        assert!(shared.is_empty(), "requests in both sets: {shared:?}");
+    }
 }

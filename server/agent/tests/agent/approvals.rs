@@ -232,7 +232,12 @@ async fn read_only_calls_of_a_gated_turn_run_before_the_pause() {
     ])
     .build()
     .await;
-    let outcome = w.start("add and list").await.unwrap();
+    // The title is the user's words: a title the request does not hold, taken from
+    // add_task's own description, would go back to the model as ungrounded.
+    let outcome = w
+        .start("add a task to call Anna, and list my tasks")
+        .await
+        .unwrap();
     let run = outcome.run_id();
     assert_eq!(paused(&outcome).len(), 1);
     assert_eq!(w.tools.executed(), 1, "list_tasks ran, add_task waits");

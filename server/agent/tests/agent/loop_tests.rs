@@ -671,3 +671,66 @@ async fn when_the_ledger_refuses_the_tool_call_the_tool_never_runs() {
     };
     assert_eq!(error_type, "ledger_error");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arguments_from_the_tools_prompt_or_unresolved_dates_go_back_to_the_model() {
+    let w = world([
+        // The `title` description's example, not the user's words.
+        call("add_task", json!({ "title": "Call Anna about the budget" })),
+        // A relative date where the schema asks for YYYY-MM-DD.
+        call("list_tasks", json!({ "due_before": "next Friday" })),
+        call("list_tasks", json!({ "status": "open" })),
+        text("nothing due"),
+    ])
+    .build()
+    .await;
+    let outcome = w
+        .start("Add a task to call the plumber, and what is due by next Friday?")
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, RunOutcome::Completed { .. }),
+        "{outcome:?}"
+    );
+    let steps = w
+        .assert_trail(
+            outcome.run_id(),
+            &[
+                "user_message",
+                "model_request",
+                "model_response",
+                "tool_call",
+                "tool_error",
+                "model_request",
+                "model_response",
+                "tool_call",
+                "tool_error",
+                "model_request",
+                "model_response",
+                "tool_call",
+                "tool_result",
+                "model_request",
+                "model_response",
+                "final_answer",
+            ],
+        )
+        .await;
+    let (kind, message) = tool_error(&steps[4]);
+    assert_eq!(kind, "ungrounded_arguments");
+    assert!(message.contains("/title"), "{message}");
+    assert!(message.contains("description or examples"), "{message}");
+    let (kind, message) = tool_error(&steps[8]);
+    assert_eq!(kind, "ungrounded_arguments");
+    // The error resolves the date at the run's clock (UTC by default) for the model.
+    let today = chrono::Utc::now().date_naive();
+    let friday = cairn_model::grounding::dates_in("next Friday", today)[0];
+    assert!(message.contains("/due_before"), "{message}");
+    assert!(
+        message.contains(&friday.format("%Y-%m-%d").to_string()),
+        "{message}"
+    );
+    // Neither ungrounded call ran or waited for approval; the model was told.
+    assert_eq!(w.tools.executed(), 1);
+    let told = tool_messages(&w.server.requests()[1]);
+    assert!(told[0].1.contains("ungrounded_arguments"), "{told:?}");
+}

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use toktrie::{TokEnv, TokRxInfo, TokTrie, TokenizerEnv};
 
 use super::tokenizer::{TokenId, Tokenizer};
+use crate::grounding::{Grounding, ground_schema};
 use crate::{ModelError, ToolChoice, ToolDefinition};
 
 /// Longest string the grammar lets the model write inside arguments when the schema sets
@@ -109,9 +110,15 @@ impl Constrainer {
         Ok(Self { factory })
     }
 
-    /// A matcher for one reply, or `None` when the reply is unconstrained.
-    pub fn matcher(&self, shape: &ReplyShape) -> Result<Option<Matcher>, ModelError> {
-        let Some(lark) = lark_grammar(shape) else {
+    /// A matcher for one reply, or `None` when the reply is unconstrained. With
+    /// `grounding`, a call's arguments are narrowed to what the conversation supplies
+    /// ([`crate::grounding::ground_schema`]).
+    pub fn matcher(
+        &self,
+        shape: &ReplyShape,
+        grounding: Option<&Grounding>,
+    ) -> Result<Option<Matcher>, ModelError> {
+        let Some(lark) = lark_grammar(shape, grounding) else {
             return Ok(None);
         };
         let parser = self
@@ -130,18 +137,19 @@ impl Constrainer {
 
 /// The Lark grammar for a reply shape. Text may not start with `{` or whitespace, so
 /// "call or text" is decided by the first token.
-pub fn lark_grammar(shape: &ReplyShape) -> Option<String> {
+pub fn lark_grammar(shape: &ReplyShape, grounding: Option<&Grounding>) -> Option<String> {
     const TEXT: &str = "answer: TEXT\nTEXT: /[^{\\s](?s:.)*/\n";
     match shape {
         ReplyShape::Free => None,
         ReplyShape::AnswerOnly => Some(format!("start: answer\n{TEXT}")),
         ReplyShape::CallOrAnswer(tools) => Some(format!(
             "start: call | answer\ncall: %json {}\n{TEXT}",
-            call_schema(tools)
+            call_schema(tools, grounding)
         )),
-        ReplyShape::CallOnly(tools) => {
-            Some(format!("start: call\ncall: %json {}\n", call_schema(tools)))
-        }
+        ReplyShape::CallOnly(tools) => Some(format!(
+            "start: call\ncall: %json {}\n",
+            call_schema(tools, grounding)
+        )),
     }
 }
 
@@ -152,7 +160,10 @@ pub fn lark_grammar(shape: &ReplyShape) -> Option<String> {
 /// `definitions`, as schemars writes them for enums) are hoisted to the root under a
 /// per-tool prefix and its `#/$defs/...` references rewritten: references resolve
 /// against the document root, where they would otherwise point at nothing.
-pub fn call_schema(tools: &[ToolDefinition]) -> Value {
+///
+/// With `grounding`, each tool's arguments are then narrowed to the conversation's spans,
+/// dates and numbers (after free values become scalars, so those are grounded too).
+pub fn call_schema(tools: &[ToolDefinition], grounding: Option<&Grounding>) -> Value {
     let mut defs = serde_json::Map::new();
     let options: Vec<Value> = tools
         .iter()
@@ -160,6 +171,9 @@ pub fn call_schema(tools: &[ToolDefinition]) -> Value {
         .map(|(i, t)| {
             let mut args = t.parameters.clone();
             narrow_free_values(&mut args);
+            if let Some(g) = grounding {
+                args = ground_schema(&args, &t.name, g);
+            }
             cap_strings(&mut args);
             hoist_definitions(&mut args, &format!("t{i}_"), &mut defs);
             json!({
@@ -319,10 +333,13 @@ fn cap_strings(schema: &mut Value) {
                 Some(Value::Array(ts)) => ts.iter().any(|t| t == "string"),
                 _ => false,
             };
+            // A grounded string's pattern already bounds it (spans of at most
+            // `MAX_SPAN_CHARS`); a length cap on top would make llguidance intersect them.
             if is_string
                 && !map.contains_key("maxLength")
                 && !map.contains_key("enum")
                 && !map.contains_key("const")
+                && !map.contains_key("pattern")
             {
                 map.insert("maxLength".into(), DEFAULT_MAX_STRING.into());
             }

@@ -14,6 +14,7 @@ use candle_transformers::models::quantized_llama::{MAX_SEQ_LEN, ModelWeights};
 use super::constrain::{Constrainer, ReplyShape, apply_mask};
 use super::template::{ChatTemplate, fixed_prefix, template_messages};
 use super::tokenizer::{TokenId, Tokenizer, Utf8Stream};
+use crate::grounding::Grounding;
 use crate::{
     ChatDelta, ChatMessage, ChatRequest, ChatResponse, FinishReason, ModelError, Role, ToolCall,
     Usage,
@@ -120,7 +121,9 @@ impl Engine {
         let start = Instant::now();
         let mut timings = Timings::default();
         let shape = ReplyShape::for_request(&request.tools, &request.tool_choice)?;
-        let mut matcher = self.constrainer.matcher(&shape)?;
+        // A call's arguments come from the conversation, not from the tool's prompt.
+        let grounding = Grounding::new(&request.messages, request.clock.as_ref());
+        let mut matcher = self.constrainer.matcher(&shape, Some(&grounding))?;
 
         let messages = template_messages(&request.messages, &request.tools);
         let prompt = self.template.render(&messages, true)?;

@@ -329,6 +329,7 @@ mod tests {
             parallel_tool_calls: true,
             max_tokens: Some(5),
             temperature: None,
+            clock: None,
         };
         let body = request_body("m", &request, &ReasoningReplay::None, false);
         assert_eq!(
