@@ -2,20 +2,27 @@
 //! is recorded, instead of re-reading the trail on a timer.
 //!
 //! [`RunNotifier`] fans "run R has steps up to seq N" out to the subscribers of R in this
-//! process. What feeds it:
-//! - PostgreSQL: the trigger `audit_steps_notify` (migration `20261202130100_step_notify`)
-//!   sends `pg_notify('cairn_steps', '<run> <seq>')` when an append commits, whichever host
-//!   made it; each host holds one `LISTEN` connection (taken from the ledger's pool) and
-//!   fans the notifications out in-process.
-//! - SQLite (one process per database file): [`NotifyingLedger`], a [`Ledger`] wrapper
-//!   that calls [`RunNotifier::notify`] after each committed append. It is harmless on
-//!   PostgreSQL too, where it tells this host's followers without the database round trip
-//!   (the trigger's notification then arrives as a duplicate and is ignored).
+//! process. Appends reach it through [`NotifyingLedger`], the [`Ledger`] wrapper every
+//! host puts around its ledger, which calls [`RunNotifier::notify`] after each committed
+//! append. On PostgreSQL the notifier also tells the other hosts: after the commit, a
+//! background task sends `pg_notify('cairn_steps', '<run> <seq>')` (batched: one
+//! statement for whatever appends are pending, the highest seq per run), and each host
+//! holds one `LISTEN cairn_steps` connection from its pool and fans what arrives out
+//! in-process. On SQLite (one process per database file) the in-process fan-out is all.
+//!
+//! Why not a trigger on `audit_steps`: a `NOTIFY` inside the appending transaction makes
+//! every such commit take PostgreSQL's global notification lock and hold it through its
+//! WAL flush, so concurrent appends stop sharing flushes. Measured (BENCHMARKS.md, "Run
+//! notifications"), the ledger's 16-writer append rate fell from about 3,000 to 700
+//! steps/s. Sent after the commit, outside the append, the notification costs the append
+//! nothing but a channel send. The price: steps written by something other than a Cairn
+//! host (no wrapper) are not announced, and its followers see them on the fallback read.
 //!
 //! A notification carries no data and no tenant: it only wakes a follower, which reads the
 //! new steps through the ledger under its own tenant ([`follow`]). A lost notification (a
-//! dropped `LISTEN` connection) costs latency, not steps: subscribers are woken when the
-//! listener reconnects, and [`follow`] also re-reads on a slow timer.
+//! dropped `LISTEN` connection, a failed `pg_notify`) costs latency, not steps:
+//! subscribers are woken when the listener reconnects, and [`follow`] also re-reads on a
+//! slow timer.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -28,10 +35,10 @@ use cairn_audit::{
 };
 use chrono::{DateTime, Utc};
 use futures::Stream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-/// The PostgreSQL channel the step trigger notifies on.
+/// The PostgreSQL channel step notifications travel on.
 pub const STEP_CHANNEL: &str = "cairn_steps";
 
 /// Why the notifier could not start.
@@ -73,16 +80,23 @@ impl Runs {
 
 struct Shared {
     runs: Arc<Runs>,
-    listener: Option<tokio::task::JoinHandle<()>>,
+    /// PostgreSQL: where this host's appends are queued for `pg_notify`.
+    publish: Option<mpsc::Sender<(Uuid, u64)>>,
+    /// PostgreSQL: the listener and publisher tasks, stopped with the notifier.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        if let Some(task) = &self.listener {
+        for task in &self.tasks {
             task.abort();
         }
     }
 }
+
+/// Appends queued for `pg_notify` beyond this are dropped (followers then rely on their
+/// fallback read): a notification is a hint, and an append never waits for one.
+const PUBLISH_QUEUE: usize = 4096;
 
 /// Tells this process's followers of a run that it has new steps. Cheap to clone; one per
 /// host.
@@ -94,7 +108,7 @@ pub struct RunNotifier {
 impl std::fmt::Debug for RunNotifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunNotifier")
-            .field("listening", &self.shared.listener.is_some())
+            .field("postgres", &self.shared.publish.is_some())
             .finish()
     }
 }
@@ -106,15 +120,17 @@ impl RunNotifier {
         Self {
             shared: Arc::new(Shared {
                 runs: Arc::default(),
-                listener: None,
+                publish: None,
+                tasks: Vec::new(),
             }),
         }
     }
 
     /// The notifier for `db`: on PostgreSQL it listens on [`STEP_CHANNEL`] over one
     /// connection of the pool (held for the notifier's life, re-opened if it drops), so it
-    /// sees every host's appends; on SQLite it is [`RunNotifier::local`]. Fails when the
-    /// `LISTEN` connection cannot be opened, so a misconfigured host fails at start-up.
+    /// hears every host's appends, and publishes this host's; on SQLite it is
+    /// [`RunNotifier::local`]. Fails when the `LISTEN` connection cannot be opened, so a
+    /// misconfigured host fails at start-up.
     pub async fn start(db: &Database) -> Result<Self, NotifyError> {
         let Database::Postgres(pool) = db else {
             return Ok(Self::local());
@@ -122,18 +138,29 @@ impl RunNotifier {
         let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
         listener.listen(STEP_CHANNEL).await?;
         let runs = Arc::<Runs>::default();
-        let task = tokio::spawn(listen(listener, Arc::clone(&runs)));
+        let (publish, queue) = mpsc::channel(PUBLISH_QUEUE);
+        let tasks = vec![
+            tokio::spawn(listen(listener, Arc::clone(&runs))),
+            tokio::spawn(publish_all(pool.clone(), queue)),
+        ];
         Ok(Self {
             shared: Arc::new(Shared {
                 runs,
-                listener: Some(task),
+                publish: Some(publish),
+                tasks,
             }),
         })
     }
 
-    /// Records that `run` has steps up to `seq`, waking its followers in this process.
+    /// Records that an append of `run` at `seq` committed on this host: wakes its
+    /// followers here and, on PostgreSQL, queues the notification for the other hosts.
     pub fn notify(&self, run: RunId, seq: u64) {
         self.shared.runs.notify(run.as_uuid(), seq);
+        if let Some(publish) = &self.shared.publish
+            && publish.try_send((run.as_uuid(), seq)).is_err()
+        {
+            tracing::debug!("run notification queue full; followers elsewhere fall back");
+        }
     }
 
     /// Starts following `run`: the subscription is woken by every later notification of
@@ -188,7 +215,33 @@ async fn listen(mut listener: sqlx::postgres::PgListener, runs: Arc<Runs>) {
     }
 }
 
-/// `<run uuid> <seq>`, as the trigger writes it.
+/// The publisher task: sends this host's appends as notifications, after their commits,
+/// as many per statement as are waiting (the highest seq per run: a follower reads
+/// everything up to it anyway).
+async fn publish_all(pool: sqlx::PgPool, mut queue: mpsc::Receiver<(Uuid, u64)>) {
+    let mut batch = Vec::new();
+    while queue.recv_many(&mut batch, 1024).await > 0 {
+        let mut highest: HashMap<Uuid, u64> = HashMap::with_capacity(batch.len());
+        for (run, seq) in batch.drain(..) {
+            let known = highest.entry(run).or_insert(seq);
+            *known = (*known).max(seq);
+        }
+        let payloads: Vec<String> = highest
+            .into_iter()
+            .map(|(run, seq)| format!("{run} {seq}"))
+            .collect();
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
+            .bind(STEP_CHANNEL)
+            .bind(&payloads)
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(error = %e, "sending run notifications failed; followers fall back");
+        }
+    }
+}
+
+/// `<run uuid> <seq>`, as [`publish_all`] writes it.
 fn parse_payload(payload: &str) -> Option<(Uuid, u64)> {
     let (run, seq) = payload.split_once(' ')?;
     Some((Uuid::parse_str(run).ok()?, seq.parse().ok()?))
@@ -231,9 +284,9 @@ impl Drop for RunSubscription {
     }
 }
 
-/// A [`Ledger`] that tells a [`RunNotifier`] about each committed append: how SQLite's
-/// followers learn of new steps, and on PostgreSQL a shortcut for this host's own
-/// followers.
+/// A [`Ledger`] that tells a [`RunNotifier`] about each committed append: how followers,
+/// on this host and (PostgreSQL) every other, learn of new steps. Every host wraps its
+/// ledger in one.
 pub struct NotifyingLedger {
     inner: Arc<dyn Ledger>,
     notifier: RunNotifier,
@@ -452,7 +505,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_trigger_payload_parses_and_junk_does_not() {
+    fn the_notification_payload_parses_and_junk_does_not() {
         let run = Uuid::now_v7();
         assert_eq!(parse_payload(&format!("{run} 42")), Some((run, 42)));
         assert_eq!(parse_payload(&format!("{run}")), None);

@@ -177,16 +177,17 @@ async fn drive(
     slowest
 }
 
-/// Two hosts (two pools) on one PostgreSQL database: the follower on B, with no
-/// fallback poll to speak of, sees each step appended through A, a plain ledger that
-/// notifies nobody itself: only the trigger's `NOTIFY` can have told B.
+/// Two hosts (two pools, two notifiers) on one PostgreSQL database: the follower on B,
+/// with no fallback poll to speak of, sees each step appended through A's notifying
+/// ledger. A's notifier is not B's: only PostgreSQL's `NOTIFY` can have told B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pg_a_follower_on_one_host_sees_steps_appended_through_another() {
     let t = TestDb::pg().await;
-    let host_a = Arc::clone(&t.ledger);
+    let notifier_a = RunNotifier::start(&t.db()).await.unwrap();
+    let host_a = NotifyingLedger::new(Arc::clone(&t.ledger), notifier_a);
     let host_b = counting(t.second_host().await);
     let notifier_b = RunNotifier::start(&host_b.database()).await.unwrap();
-    let run = start(host_a.as_ref()).await;
+    let run = start(&host_a).await;
 
     let reader: Arc<dyn Ledger> = host_b.clone();
     let mut events = Box::pin(follow(
@@ -204,7 +205,7 @@ async fn pg_a_follower_on_one_host_sees_steps_appended_through_another() {
             .is_err()
     );
     let slowest = drive(
-        host_a.as_ref(),
+        &host_a,
         &host_b,
         &mut events,
         run,
@@ -215,6 +216,31 @@ async fn pg_a_follower_on_one_host_sees_steps_appended_through_another() {
     eprintln!("slowest append-to-follower latency across hosts: {slowest:?}");
     drop(events);
     assert_eq!(notifier_b.followed_runs(), 0);
+}
+
+/// A plain ledger on another host (no notifier) announces nothing; B's follower still
+/// gets every step, once, from its fallback read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pg_appends_that_nobody_announces_arrive_by_the_fallback_read() {
+    let t = TestDb::pg().await;
+    let host_b = counting(t.second_host().await);
+    let notifier_b = RunNotifier::start(&host_b.database()).await.unwrap();
+    let run = start(t.ledger.as_ref()).await;
+    let reader: Arc<dyn Ledger> = host_b.clone();
+    let options = FollowOptions {
+        fallback_poll: Duration::from_millis(100),
+        page: 500,
+    };
+    let mut events = Box::pin(follow(reader, &notifier_b, tenant(), run, None, options));
+    drive(
+        t.ledger.as_ref(),
+        &host_b,
+        &mut events,
+        run,
+        3,
+        Duration::from_secs(5),
+    )
+    .await;
 }
 
 /// In one process, appends through the notifying ledger wake the follower: how SQLite's

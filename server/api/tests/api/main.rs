@@ -1131,3 +1131,48 @@ async fn cairn_serve_answers_and_stops_cleanly_on_sigterm() {
         .unwrap();
     assert!(exit.success(), "{exit:?}");
 }
+
+/// A data dir from before plugin key-value data moved into the database: its
+/// `plugin-kv.json` is imported at start-up, renamed, and the plugin finds its data.
+#[tokio::test]
+async fn an_older_data_dirs_plugin_kv_file_is_imported_at_start_up() {
+    use cairn_runtime::{JsonFileKv, KvScope, KvStore};
+    let app = spawn_app().await;
+    let id = app.install_tasks(None).await;
+    let dir = app.data_dir.path().to_owned();
+    let file = dir.join("plugin-kv.json");
+    let scope = KvScope {
+        tenant: "dev".into(),
+        plugin: "tasks".into(),
+        user: "dev".into(),
+    };
+    let old = JsonFileKv::open(&file).unwrap();
+    let task =
+        br#"{"id":"1","title":"Imported from the old data dir","priority":"normal","done":false}"#;
+    old.set(&scope, "task/00000000000000000001", task.to_vec(), 1 << 20)
+        .await
+        .unwrap();
+    old.set(&scope, "meta/next_id", b"2".to_vec(), 1 << 20)
+        .await
+        .unwrap();
+    drop(old);
+
+    let again = cairn_server::startup::Application::build(helpers::test_config(&dir))
+        .await
+        .unwrap();
+    let address = format!("http://127.0.0.1:{}", again.port());
+    tokio::spawn(again.run_until_stopped());
+    assert!(!file.exists(), "the file was left in place");
+    assert!(dir.join("plugin-kv.json.imported").exists());
+    let listed: Value = helpers::http_client()
+        .post(format!("{address}/v1/plugins/{id}/tools/list_tasks/invoke"))
+        .json(&json!({ "arguments": {} }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let text = listed.to_string();
+    assert!(text.contains("Imported from the old data dir"), "{listed}");
+}
