@@ -163,6 +163,7 @@ async fn main() {
             timeout_seconds: 30,
         }),
         agent: AgentSettings::default(),
+        audit: Default::default(),
     };
     let app = Application::build(config).await.expect("build Cairn");
     let base = format!("http://127.0.0.1:{}", app.port());

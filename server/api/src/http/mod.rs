@@ -41,6 +41,20 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Body size limits.
     pub limits: Limits,
+    /// Signed checkpoints, proofs and bundles over the ledger.
+    pub transparency: Arc<cairn_audit::transparency::Transparency>,
+    /// The ledger connection purges go through (the retention role), and the minimum
+    /// retention the server enforces before asking it.
+    pub retention: Retention,
+}
+
+/// Where purges go, from `[audit]`.
+#[derive(Clone)]
+pub struct Retention {
+    /// The retention role's ledger (or the server's own).
+    pub ledger: Arc<dyn Ledger>,
+    /// Runs sealed less than this long ago are never purged.
+    pub min_retention: chrono::Duration,
 }
 
 /// Body size limits, from config.

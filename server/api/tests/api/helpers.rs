@@ -131,6 +131,7 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
         auth: AuthConfig::Dev,
         model: ModelConfig::default(),
         agent: AgentSettings::default(),
+        audit: Default::default(),
     }
 }
 
