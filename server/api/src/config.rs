@@ -125,6 +125,15 @@ pub struct AuditSettings {
     /// purge: the database refuses).
     #[serde(default)]
     pub retention_database_url: Option<String>,
+    /// `migrate = true` / `CAIRN_MIGRATE`: run the ledger's migrations at start-up. Set it
+    /// to false when the server connects as the writer role, which may not create tables;
+    /// the owner runs `cairn audit migrate` instead.
+    #[serde(default = "default_true")]
+    pub migrate: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl std::fmt::Debug for AuditSettings {
@@ -144,6 +153,7 @@ impl std::fmt::Debug for AuditSettings {
                 "retention_database_url",
                 &self.retention_database_url.as_ref().map(|_| "***"),
             )
+            .field("migrate", &self.migrate)
             .finish()
     }
 }
@@ -156,6 +166,7 @@ impl Default for AuditSettings {
             checkpoint_interval_seconds: default_checkpoint_interval(),
             min_retention_days: default_min_retention_days(),
             retention_database_url: None,
+            migrate: true,
         }
     }
 }
@@ -481,6 +492,9 @@ impl Config {
         }
         if let Some(v) = var("CAIRN_MIN_RETENTION_DAYS") {
             self.audit.min_retention_days = parse("CAIRN_MIN_RETENTION_DAYS", v)?;
+        }
+        if let Some(v) = var("CAIRN_MIGRATE") {
+            self.audit.migrate = parse("CAIRN_MIGRATE", v)?;
         }
         if let Some(v) = var("CAIRN_RETENTION_DATABASE_URL") {
             self.audit.retention_database_url = Some(v);

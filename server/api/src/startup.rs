@@ -33,7 +33,11 @@ impl Application {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
         let url = config.ledger_url();
-        let ledger = cairn_audit::open(&url, cairn_audit::LedgerOptions::default())
+        let ledger_options = cairn_audit::LedgerOptions {
+            migrate: config.audit.migrate,
+            ..cairn_audit::LedgerOptions::default()
+        };
+        let ledger = cairn_audit::open(&url, ledger_options)
             .await
             .context("opening the audit ledger")?;
 

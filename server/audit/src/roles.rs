@@ -142,4 +142,15 @@ mod tests {
             );
         }
     }
+
+    /// docs/operators.md shows the grants for the default names; they must be these.
+    #[test]
+    fn operators_guide_shows_exactly_these_grants() {
+        let doc = include_str!("../../../docs/operators.md");
+        let sql = RoleNames::default().grant_sql(30);
+        assert!(
+            doc.contains(&sql),
+            "docs/operators.md does not show RoleNames::default().grant_sql(30):\n{sql}"
+        );
+    }
 }

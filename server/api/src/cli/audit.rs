@@ -40,6 +40,19 @@ pub enum AuditCommand {
         #[arg(long)]
         key: Vec<String>,
     },
+    /// Run the ledger's migrations, as the owner role (the server's writer role cannot),
+    /// and print the grants for the other roles.
+    Migrate {
+        /// The ledger, as its owner.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+        /// Print the grants for these role names: owner, writer, reader, retention.
+        #[arg(long, num_args = 4, value_names = ["OWNER", "WRITER", "READER", "RETENTION"])]
+        roles: Option<Vec<String>>,
+        /// The minimum retention, in days, the grants make the database enforce.
+        #[arg(long, default_value_t = 30)]
+        min_retention_days: u32,
+    },
     /// Make a checkpoint signing key pair: writes the private key to `--out` (mode 0600)
     /// and prints the verifier key to give auditors.
     Keygen {
@@ -197,6 +210,27 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        AuditCommand::Migrate {
+            database_url,
+            roles,
+            min_retention_days,
+        } => {
+            let url = database_url.unwrap_or_else(super::default_database_url);
+            cairn_audit::open(&url, LedgerOptions::default())
+                .await
+                .with_context(|| format!("migrating the ledger at {}", redact(&url)))?;
+            eprintln!("migrated {}", redact(&url));
+            if let Some(r) = roles {
+                let names = cairn_audit::roles::RoleNames {
+                    owner: r[0].clone(),
+                    writer: r[1].clone(),
+                    reader: r[2].clone(),
+                    retention: r[3].clone(),
+                };
+                print!("{}", names.grant_sql(min_retention_days));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Keygen { name, out } => {
             let (secret, public) = checkpoint::generate_key(&name);
