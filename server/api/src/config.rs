@@ -105,6 +105,9 @@ pub struct Config {
     /// `[secrets]`: the key that seals secret plugin settings at rest.
     #[serde(default)]
     pub secrets: SecretSettings,
+    /// `[audit]`: signed checkpoints and retention.
+    #[serde(default)]
+    pub audit: AuditSettings,
 }
 
 /// `[secrets]`: secret plugin settings are sealed (AES-256-GCM) under a key the database
@@ -129,6 +132,74 @@ impl std::fmt::Debug for SecretSettings {
         f.debug_struct("SecretSettings")
             .field("key", &self.key.as_ref().map(|_| "<set>"))
             .field("previous_keys", &self.previous_keys.len())
+            .finish()
+    }
+}
+
+/// `[audit]`: the ledger's signed checkpoints and retention.
+///
+/// The checkpoint signing key is a signed-note Ed25519 private key
+/// (`PRIVATE+KEY+<name>+<id>+<base64>`, made by `cairn audit keygen`). It must live outside
+/// the database (a file readable only by the service, or the environment): whoever holds
+/// it can sign any state of the ledger. Rotation: generate a new key, give auditors its
+/// verifier key beside the old one, switch; old checkpoints keep verifying with the old
+/// verifier key.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// `checkpoint_key_file = "/etc/cairn/checkpoint.key"` / `CAIRN_CHECKPOINT_KEY_FILE`:
+    /// the file holding the signing key. Without it (nor `CAIRN_CHECKPOINT_KEY`), no
+    /// checkpoint is signed and proofs are served against those already published.
+    #[serde(default)]
+    pub checkpoint_key_file: Option<PathBuf>,
+    /// `CAIRN_CHECKPOINT_KEY` (environment only, never in the file): the key itself.
+    #[serde(skip)]
+    pub checkpoint_key: Option<String>,
+    /// `checkpoint_interval_seconds = 300` / `CAIRN_CHECKPOINT_INTERVAL_SECONDS`: how often
+    /// a checkpoint is published for every tenant whose tree grew; 0 turns the schedule off
+    /// (checkpoints are then published only on demand).
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval_seconds: u64,
+    /// `min_retention_days = 30` / `CAIRN_MIN_RETENTION_DAYS`: a purge may only remove runs
+    /// sealed this long ago. PostgreSQL enforces its own (`audit_settings.min_retention`,
+    /// see docs/operators.md).
+    #[serde(default = "default_min_retention_days")]
+    pub min_retention_days: u32,
+    /// `retention_database_url = "postgres://cairn_retention@…"` /
+    /// `CAIRN_RETENTION_DATABASE_URL`: the connection purges go through, as the retention
+    /// role. Default: the server's own connection (which, as the writer role, may not
+    /// purge: the database refuses).
+    #[serde(default)]
+    pub retention_database_url: Option<String>,
+    /// `migrate = true` / `CAIRN_MIGRATE`: run the ledger's migrations at start-up. Set it
+    /// to false when the server connects as the writer role, which may not create tables;
+    /// the owner runs `cairn audit migrate` instead.
+    #[serde(default = "default_true")]
+    pub migrate: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl std::fmt::Debug for AuditSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditSettings")
+            .field("checkpoint_key_file", &self.checkpoint_key_file)
+            .field(
+                "checkpoint_key",
+                &self.checkpoint_key.as_ref().map(|_| "***"),
+            )
+            .field(
+                "checkpoint_interval_seconds",
+                &self.checkpoint_interval_seconds,
+            )
+            .field("min_retention_days", &self.min_retention_days)
+            .field(
+                "retention_database_url",
+                &self.retention_database_url.as_ref().map(|_| "***"),
+            )
+            .field("migrate", &self.migrate)
             .finish()
     }
 }
@@ -174,6 +245,19 @@ impl Default for EgressSettings {
     }
 }
 
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            checkpoint_key_file: None,
+            checkpoint_key: None,
+            checkpoint_interval_seconds: default_checkpoint_interval(),
+            min_retention_days: default_min_retention_days(),
+            retention_database_url: None,
+            migrate: true,
+        }
+    }
+}
+
 impl EgressSettings {
     /// The runtime's ceiling from these settings, with Cairn's own `listen` address.
     pub fn ceiling(&self, listen: SocketAddr) -> cairn_runtime::EgressCeiling {
@@ -196,6 +280,31 @@ pub struct CorsSettings {
     /// requests with a bearer token. Default: none (no CORS headers at all).
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+}
+
+impl AuditSettings {
+    /// The signing key, from the environment or the file, if configured.
+    pub fn signing_key(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(k) = &self.checkpoint_key {
+            return Ok(Some(k.clone()));
+        }
+        match &self.checkpoint_key_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map(|k| Some(k.trim().to_owned()))
+                .map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                }),
+            None => Ok(None),
+        }
+    }
+}
+
+fn default_checkpoint_interval() -> u64 {
+    300
+}
+fn default_min_retention_days() -> u32 {
+    30
 }
 
 /// `[model] provider = "embedded" | "openai"`.
@@ -464,6 +573,7 @@ impl Default for Config {
             model: ModelConfig::default(),
             agent: AgentSettings::default(),
             secrets: SecretSettings::default(),
+            audit: AuditSettings::default(),
         }
     }
 }
@@ -516,6 +626,24 @@ impl Config {
         }
         if let Some(v) = var("CAIRN_CACHE_DIR") {
             self.cache_dir = PathBuf::from(v);
+        }
+        if let Some(v) = var("CAIRN_CHECKPOINT_KEY_FILE") {
+            self.audit.checkpoint_key_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = var("CAIRN_CHECKPOINT_KEY") {
+            self.audit.checkpoint_key = Some(v);
+        }
+        if let Some(v) = var("CAIRN_CHECKPOINT_INTERVAL_SECONDS") {
+            self.audit.checkpoint_interval_seconds = parse("CAIRN_CHECKPOINT_INTERVAL_SECONDS", v)?;
+        }
+        if let Some(v) = var("CAIRN_MIN_RETENTION_DAYS") {
+            self.audit.min_retention_days = parse("CAIRN_MIN_RETENTION_DAYS", v)?;
+        }
+        if let Some(v) = var("CAIRN_MIGRATE") {
+            self.audit.migrate = parse("CAIRN_MIGRATE", v)?;
+        }
+        if let Some(v) = var("CAIRN_RETENTION_DATABASE_URL") {
+            self.audit.retention_database_url = Some(v);
         }
         if let Some(v) = var("CAIRN_MAX_BODY_BYTES") {
             self.max_body_bytes = parse("CAIRN_MAX_BODY_BYTES", v)?;

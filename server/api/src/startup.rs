@@ -35,7 +35,11 @@ impl Application {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
         let url = config.ledger_url();
-        let ledger = cairn_audit::open(&url, cairn_audit::LedgerOptions::default())
+        let ledger_options = cairn_audit::LedgerOptions {
+            migrate: config.audit.migrate,
+            ..cairn_audit::LedgerOptions::default()
+        };
+        let ledger = cairn_audit::open(&url, ledger_options)
             .await
             .context("opening the audit ledger")?;
         // Host state lives in the ledger's database; appends wake this host's event
@@ -101,7 +105,10 @@ impl Application {
         let settings = effective_settings(&config.model, &config.agent);
         let copilot = Copilot::new(&settings, model, Arc::clone(&ledger), tools, selector)
             .context("setting up the reasoning loop")?;
+        let (transparency, retention) = build_audit(&config.audit, &ledger).await?;
         let state = AppState {
+            transparency,
+            retention,
             ledger,
             notifier,
             registry,
@@ -202,4 +209,63 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down");
+}
+
+/// The checkpoint signer and its schedule, and the purge connection, from `[audit]`.
+async fn build_audit(
+    settings: &crate::config::AuditSettings,
+    ledger: &Arc<dyn cairn_audit::Ledger>,
+) -> anyhow::Result<(
+    Arc<cairn_audit::transparency::Transparency>,
+    crate::http::Retention,
+)> {
+    let signer = settings
+        .signing_key()?
+        .map(|k| cairn_audit::checkpoint::CheckpointSigner::from_key(&k))
+        .transpose()
+        .context(
+            "the checkpoint signing key ([audit] checkpoint_key_file / CAIRN_CHECKPOINT_KEY)",
+        )?;
+    if signer.is_none() {
+        tracing::warn!("no checkpoint signing key: no checkpoints will be published");
+    }
+    let scheduled = signer.is_some() && settings.checkpoint_interval_seconds > 0;
+    let transparency = Arc::new(cairn_audit::transparency::Transparency::new(
+        Arc::clone(ledger),
+        signer,
+    ));
+    if scheduled {
+        let t = Arc::clone(&transparency);
+        let every = std::time::Duration::from_secs(settings.checkpoint_interval_seconds);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                match t.publish_grown().await {
+                    Ok(n) => tracing::debug!(published = n, "scheduled checkpoints"),
+                    // Loud: a refusal here may mean the ledger was rewritten.
+                    Err(error) => tracing::error!(%error, "scheduled checkpoint failed"),
+                }
+            }
+        });
+    }
+    let purge_ledger = match &settings.retention_database_url {
+        Some(url) => cairn_audit::open(
+            url,
+            cairn_audit::LedgerOptions {
+                migrate: false,
+                ..cairn_audit::LedgerOptions::default()
+            },
+        )
+        .await
+        .context("opening the retention connection ([audit] retention_database_url)")?,
+        None => Arc::clone(ledger),
+    };
+    Ok((
+        transparency,
+        crate::http::Retention {
+            ledger: purge_ledger,
+            min_retention: chrono::Duration::days(settings.min_retention_days.into()),
+        },
+    ))
 }

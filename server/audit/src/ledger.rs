@@ -9,8 +9,9 @@ use futures::stream::{self, BoxStream, StreamExt};
 
 use crate::error::{LedgerError, Result};
 use crate::ids::{Actor, RunId, TenantId};
-use crate::model::{NewRun, NewStep, PurgeReport, Run, StepRecord};
+use crate::model::{NewRun, NewStep, PurgeReport, PurgeRequest, Run, StepRecord};
 use crate::query::{StepPage, StepQuery};
+use crate::seal_store::{SealEntry, StoredCheckpoint};
 use crate::verify::VerifyReport;
 
 /// Which database a ledger writes to.
@@ -91,15 +92,37 @@ pub trait Ledger: Send + Sync {
     /// One page of steps matching the query, oldest first.
     async fn query(&self, query: &StepQuery) -> Result<StepPage>;
 
-    /// Removes the runs of `tenant` sealed before `cutoff` (only sealed runs) and records
-    /// the purge, by `actor`, in the tenant chain, so verification still passes and says
-    /// what was removed. The cutoff may not be in the future.
+    /// Removes the runs of `request.tenant` sealed before its cutoff (only sealed runs)
+    /// and records the purge (who asked, why, and on PostgreSQL the database role that ran
+    /// it) in the tenant chain, so verification still passes and says what was removed.
+    /// Refused for a blank reason or a cutoff later than now minus the minimum retention;
+    /// on PostgreSQL the database refuses, too, any role but the retention role.
+    ///
+    /// The default forwards to [`Ledger::purge_before`] and loses the reason: only for
+    /// wrappers written before this method existed; both stores implement it.
+    async fn purge(&self, request: &PurgeRequest) -> Result<PurgeReport> {
+        request.check(Utc::now())?;
+        self.purge_before(&request.tenant, request.cutoff, &request.actor)
+            .await
+    }
+
+    /// [`Ledger::purge`] with no minimum retention and the reason `unspecified`; kept for
+    /// callers that predate it.
     async fn purge_before(
         &self,
         tenant: &TenantId,
         cutoff: DateTime<Utc>,
         actor: &Actor,
-    ) -> Result<PurgeReport>;
+    ) -> Result<PurgeReport> {
+        self.purge(&PurgeRequest {
+            tenant: tenant.clone(),
+            cutoff,
+            actor: actor.clone(),
+            reason: "unspecified".into(),
+            min_retention: chrono::Duration::zero(),
+        })
+        .await
+    }
 
     /// Recomputes every hash (of one tenant or all) and reports the first broken link.
     /// `from`/`to` restrict the runs checked to those started in `[from, to)`; seal chains
@@ -110,6 +133,35 @@ pub trait Ledger: Send + Sync {
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
     ) -> Result<VerifyReport>;
+
+    /// The chain hashes of every seal of `tenant`, in order: the leaves of its Merkle tree.
+    async fn seal_hashes(&self, tenant: &TenantId) -> Result<Vec<crate::Hash>> {
+        let _ = tenant;
+        Err(unsupported("seal_hashes"))
+    }
+
+    /// The seals of one run: its `run_opened` record and, once it ended, its `run` seal.
+    async fn run_seals(&self, tenant: &TenantId, run: RunId) -> Result<Vec<SealEntry>> {
+        let _ = (tenant, run);
+        Err(unsupported("run_seals"))
+    }
+
+    /// Records a published checkpoint (insert only).
+    async fn store_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<()> {
+        let _ = checkpoint;
+        Err(unsupported("store_checkpoint"))
+    }
+
+    /// The largest (then newest) checkpoint published for `tenant`.
+    async fn latest_checkpoint(&self, tenant: &TenantId) -> Result<Option<StoredCheckpoint>> {
+        let _ = tenant;
+        Err(unsupported("latest_checkpoint"))
+    }
+
+    /// Every tenant with a seal chain.
+    async fn tenants(&self) -> Result<Vec<TenantId>> {
+        Err(unsupported("tenants"))
+    }
 
     /// Every step matching the query (the cursor and page size of `query` are where it
     /// starts and how many rows are fetched at a time), as a stream read page by page:
@@ -130,6 +182,14 @@ pub trait Ledger: Send + Sync {
 }
 
 use futures::TryStreamExt;
+
+/// The transparency methods' default, for wrappers written before they existed.
+fn unsupported(operation: &'static str) -> LedgerError {
+    LedgerError::Invalid {
+        what: "ledger",
+        reason: format!("{operation} is not supported by this ledger"),
+    }
+}
 
 impl dyn Ledger {
     /// Opens the ledger at `url` with default options: `postgres://…`/`postgresql://…` for

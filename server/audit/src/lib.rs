@@ -33,23 +33,29 @@
 #![warn(missing_docs)]
 
 pub mod canonical;
+pub mod checkpoint;
 mod error;
 mod ids;
 mod ledger;
+pub mod merkle;
 mod model;
 mod pg;
 mod query;
+pub mod roles;
+mod seal_store;
 mod sqlite;
 mod step;
+pub mod transparency;
 mod verify;
 
 pub use canonical::{Hash, canonical_json};
 pub use error::{LedgerError, Result};
 pub use ids::{Actor, ConversationId, PluginId, RunId, TenantId, ToolName, UserId};
 pub use ledger::{Backend, Database, Ledger, LedgerOptions, open};
-pub use model::{NewRun, NewStep, PurgeReport, Run, SealBody, StepRecord};
+pub use model::{NewRun, NewStep, PurgeReport, PurgeRequest, Run, SealBody, StepRecord};
 pub use pg::PgLedger;
 pub use query::{CSV_HEADER, Cursor, MAX_PAGE, StepPage, StepQuery, write_csv, write_jsonl};
+pub use seal_store::{SealEntry, StoredCheckpoint};
 pub use sqlite::SqliteLedger;
 pub use step::{
     ApprovalOutcome, ClientTool, PolicyOutcome, RunMode, RunStatus, StepKind, step_schema,

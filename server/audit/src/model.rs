@@ -122,8 +122,15 @@ pub enum SealBody {
         seal_seq: u64,
         /// Runs sealed strictly before this time (and before this record) were removed.
         cutoff: String,
-        /// Who asked for the purge.
+        /// Who asked for the purge (the authenticated caller, as the API or CLI knew it).
         actor: Actor,
+        /// Why (required since roles were introduced; absent in older records).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// The database role that ran the purge, checked by the database itself against
+        /// `session_user` (PostgreSQL only; absent in older records and on SQLite).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        db_role: Option<String>,
         /// When it ran.
         purged_at: String,
         /// How many runs were removed.
@@ -157,6 +164,44 @@ impl SealBody {
             | SealBody::Run { tenant, .. }
             | SealBody::Purge { tenant, .. } => tenant,
         }
+    }
+}
+
+/// A retention purge, as asked for through the admin API or the CLI.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PurgeRequest {
+    /// Tenant.
+    pub tenant: TenantId,
+    /// Remove runs sealed strictly before this time.
+    pub cutoff: DateTime<Utc>,
+    /// Who asks: the authenticated caller, never a name taken from the request body.
+    pub actor: Actor,
+    /// Why; recorded in the purge record. Must not be blank.
+    pub reason: String,
+    /// The deployment's minimum retention: a cutoff later than now minus this is refused
+    /// before the database is asked (which enforces its own, see `audit_settings`).
+    pub min_retention: chrono::Duration,
+}
+
+impl PurgeRequest {
+    /// Refuses a blank reason, or a cutoff later than `now - min_retention`.
+    pub fn check(&self, now: DateTime<Utc>) -> crate::Result<()> {
+        if self.reason.trim().is_empty() {
+            return Err(crate::LedgerError::Invalid {
+                what: "purge reason",
+                reason: "must not be blank".into(),
+            });
+        }
+        if self.cutoff > now - self.min_retention {
+            return Err(crate::LedgerError::Invalid {
+                what: "purge cutoff",
+                reason: format!(
+                    "must not be later than now minus the minimum retention ({} days)",
+                    self.min_retention.num_days()
+                ),
+            });
+        }
+        Ok(())
     }
 }
 

@@ -18,9 +18,9 @@ use uuid::Uuid;
 
 use crate::canonical::{self, Hash, canonical_json, hash_time, truncate_micros};
 use crate::error::{LedgerError, Result};
-use crate::ids::{Actor, RunId, TenantId};
+use crate::ids::{RunId, TenantId};
 use crate::ledger::{Backend, Ledger, LedgerOptions, OpError, batch_failure, bounded};
-use crate::model::{NewRun, NewStep, PurgeReport, Run, SealBody, StepRecord};
+use crate::model::{NewRun, NewStep, PurgeReport, PurgeRequest, Run, SealBody, StepRecord};
 use crate::query::{Cursor, StepPage, StepQuery};
 use crate::step::RunStatus;
 use crate::verify::{self, RunRow, SealRow, StepRow, TenantVerifier, VerifyCounts, VerifyReport};
@@ -631,21 +631,12 @@ impl Ledger for SqliteLedger {
         Ok(StepPage { steps, next })
     }
 
-    #[tracing::instrument(skip_all, fields(tenant = %tenant, cutoff = %cutoff, actor = %actor), err)]
-    async fn purge_before(
-        &self,
-        tenant: &TenantId,
-        cutoff: DateTime<Utc>,
-        actor: &Actor,
-    ) -> Result<PurgeReport> {
+    #[tracing::instrument(skip_all, fields(tenant = %request.tenant, cutoff = %request.cutoff, actor = %request.actor), err)]
+    async fn purge(&self, request: &PurgeRequest) -> Result<PurgeReport> {
         let now = truncate_micros(Utc::now());
-        let cutoff = truncate_micros(cutoff);
-        if cutoff > now {
-            return Err(LedgerError::Invalid {
-                what: "purge cutoff",
-                reason: "must not be in the future".into(),
-            });
-        }
+        let cutoff = truncate_micros(request.cutoff);
+        request.check(now)?;
+        let (tenant, actor) = (&request.tenant, &request.actor);
         let start = std::time::Instant::now();
         let map = |e: sqlx::Error| LedgerError::from_sqlx("purge", start.elapsed(), e);
         let op = |e: OpError| match e {
@@ -721,6 +712,8 @@ impl Ledger for SqliteLedger {
             seal_seq,
             cutoff: hash_time(&cutoff),
             actor: actor.clone(),
+            reason: Some(request.reason.clone()),
+            db_role: None,
             purged_at: hash_time(&now),
             runs_purged: runs,
             steps_purged: steps,
@@ -740,6 +733,33 @@ impl Ledger for SqliteLedger {
             seal_seq,
             hash,
         })
+    }
+
+    async fn seal_hashes(&self, tenant: &TenantId) -> Result<Vec<crate::Hash>> {
+        crate::seal_store::sqlite_seal_hashes(&self.pool, tenant).await
+    }
+
+    async fn run_seals(
+        &self,
+        tenant: &TenantId,
+        run: RunId,
+    ) -> Result<Vec<crate::seal_store::SealEntry>> {
+        crate::seal_store::sqlite_run_seals(&self.pool, tenant, run).await
+    }
+
+    async fn store_checkpoint(&self, cp: &crate::seal_store::StoredCheckpoint) -> Result<()> {
+        crate::seal_store::sqlite_store_checkpoint(&self.pool, cp).await
+    }
+
+    async fn latest_checkpoint(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<crate::seal_store::StoredCheckpoint>> {
+        crate::seal_store::sqlite_latest_checkpoint(&self.pool, tenant).await
+    }
+
+    async fn tenants(&self) -> Result<Vec<TenantId>> {
+        crate::seal_store::sqlite_tenants(&self.pool).await
     }
 
     #[tracing::instrument(skip_all, err)]

@@ -46,6 +46,20 @@ pub struct AppState {
     pub limits: Limits,
     /// What browsers may do (`Host`/`Origin` rules in dev mode, CORS in OIDC mode).
     pub browser: browser::BrowserPolicy,
+    /// Signed checkpoints, proofs and bundles over the ledger.
+    pub transparency: Arc<cairn_audit::transparency::Transparency>,
+    /// The ledger connection purges go through (the retention role), and the minimum
+    /// retention the server enforces before asking it.
+    pub retention: Retention,
+}
+
+/// Where purges go, from `[audit]`.
+#[derive(Clone)]
+pub struct Retention {
+    /// The retention role's ledger (or the server's own).
+    pub ledger: Arc<dyn Ledger>,
+    /// Runs sealed less than this long ago are never purged.
+    pub min_retention: chrono::Duration,
 }
 
 /// Body size limits, from config.

@@ -101,6 +101,11 @@ async fn the_openapi_document_matches_the_committed_copy() {
         "/v1/audit/runs/{id}",
         "/v1/audit/export",
         "/v1/audit/verify",
+        "/v1/audit/checkpoints/latest",
+        "/v1/audit/proofs/consistency",
+        "/v1/audit/proofs/inclusion",
+        "/v1/audit/runs/{id}/bundle",
+        "/v1/audit/purge",
         "/v1/runs",
         "/v1/runs/{id}",
         "/v1/runs/{id}/events",
@@ -1175,4 +1180,70 @@ async fn an_older_data_dirs_plugin_kv_file_is_imported_at_start_up() {
         .unwrap();
     let text = listed.to_string();
     assert!(text.contains("Imported from the old data dir"), "{listed}");
+}
+
+/// Issue 11's purge attack through the API: the body cannot name the actor, a cutoff
+/// inside the minimum retention is refused naming the field, nothing is removed; and
+/// without a signing key no checkpoint exists or can be published.
+#[tokio::test]
+async fn the_purge_route_refuses_a_forged_actor_and_a_future_cutoff() {
+    let app = spawn_app().await;
+    let forged = expect_error(
+        app.client
+            .post(app.url("/v1/audit/purge"))
+            .json(
+                &json!({"cutoff": "9999-01-01T00:00:00Z", "reason": "retention",
+                          "actor": "user:retention-job"}),
+            )
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert!(
+        forged["message"].as_str().unwrap().contains("actor"),
+        "{forged}"
+    );
+    let future = expect_error(
+        app.client
+            .post(app.url("/v1/audit/purge"))
+            .json(&json!({"cutoff": "9999-01-01T00:00:00Z", "reason": "retention"}))
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert_eq!(future["field"], "cutoff", "{future}");
+    let blank = expect_error(
+        app.client
+            .post(app.url("/v1/audit/purge"))
+            .json(&json!({"cutoff": "2020-01-01T00:00:00Z", "reason": " "}))
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert_eq!(blank["field"], "reason", "{blank}");
+    expect_error(
+        app.client
+            .get(app.url("/v1/audit/checkpoints/latest"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+    let no_key = expect_error(
+        app.client
+            .post(app.url("/v1/audit/checkpoints/latest"))
+            .send()
+            .await
+            .unwrap(),
+        409,
+    )
+    .await;
+    assert_eq!(no_key["code"], "no_signing_key");
 }

@@ -4,7 +4,11 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use cairn_audit::{Cursor, PluginId, RunId, RunStatus, StepQuery, StepRecord, ToolName, UserId};
+use cairn_audit::transparency::{Bundle, ProofError};
+use cairn_audit::{
+    Actor, Cursor, LedgerError, PluginId, PurgeRequest, RunId, RunStatus, StepQuery, StepRecord,
+    ToolName, UserId,
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -23,6 +27,11 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(run_trail))
         .routes(routes!(export))
         .routes(routes!(verify))
+        .routes(routes!(latest_checkpoint, publish_checkpoint))
+        .routes(routes!(consistency_proof))
+        .routes(routes!(inclusion_proof))
+        .routes(routes!(run_bundle))
+        .routes(routes!(purge))
 }
 
 /// Filters over the caller's tenant's steps.
@@ -368,5 +377,277 @@ async fn verify(
             found: b.found,
         }),
         report: text,
+    }))
+}
+
+fn proof_error(e: ProofError) -> ApiError {
+    match e {
+        ProofError::Ledger(e) => e.into(),
+        ProofError::Merkle(e) => ApiError::bad_request("invalid_query", e.to_string(), None),
+        ProofError::NotSealed(run) => ApiError::Conflict {
+            code: "run_not_sealed",
+            message: format!("run {run} has not ended, so no seal covers it yet"),
+        },
+        ProofError::NoSigningKey => ApiError::Conflict {
+            code: "no_signing_key",
+            message: "no checkpoint signing key is configured ([audit] checkpoint_key_file)".into(),
+        },
+        // The server refuses to sign a ledger that no longer extends its last checkpoint:
+        // that is an alarm, not a bug, and says what it found.
+        e @ (ProofError::Rewritten { .. } | ProofError::RolledBack { .. }) => ApiError::Conflict {
+            code: "ledger_inconsistent",
+            message: e.to_string(),
+        },
+        e => ApiError::Internal(anyhow::Error::new(e)),
+    }
+}
+
+fn note(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+/// The latest signed checkpoint of the caller's tenant (C2SP signed note). Keep it: it is
+/// what later proofs are checked against.
+#[utoipa::path(get, path = "/v1/audit/checkpoints/latest", tag = "audit", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The signed checkpoint.", content_type = "text/plain", body = String),
+        (status = 401, description = "No valid token.", body = ErrorBody),
+        (status = 403, description = "Not an auditor.", body = ErrorBody),
+        (status = 404, description = "No checkpoint published yet.", body = ErrorBody)
+    ))]
+#[tracing::instrument(skip_all, fields(tenant = %user.tenant.as_str()))]
+async fn latest_checkpoint(State(state): State<AppState>, user: AuthUser) -> ApiResult<Response> {
+    user.require(Role::Auditor)?;
+    match state
+        .transparency
+        .latest(&user.tenant)
+        .await
+        .map_err(proof_error)?
+    {
+        Some(cp) => Ok(note(cp.note)),
+        None => Err(ApiError::NotFound("no checkpoint published yet".into())),
+    }
+}
+
+/// Publishes a checkpoint of the tenant's tree now (also done on a schedule).
+#[utoipa::path(post, path = "/v1/audit/checkpoints/latest", tag = "audit", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The new signed checkpoint.", content_type = "text/plain", body = String),
+        (status = 401, description = "No valid token.", body = ErrorBody),
+        (status = 403, description = "Not an auditor or admin.", body = ErrorBody),
+        (status = 409, description = "No signing key, or the ledger no longer extends the last checkpoint.", body = ErrorBody)
+    ))]
+#[tracing::instrument(skip_all, fields(tenant = %user.tenant.as_str()))]
+async fn publish_checkpoint(State(state): State<AppState>, user: AuthUser) -> ApiResult<Response> {
+    user.require_any(&[Role::Auditor, Role::Admin])?;
+    let cp = state
+        .transparency
+        .publish(&user.tenant)
+        .await
+        .map_err(proof_error)?;
+    Ok(note(cp.note))
+}
+
+/// Tree sizes of a consistency proof.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ConsistencyParams {
+    /// The size of the checkpoint held.
+    from: u64,
+    /// The newer size (default: the current tree).
+    to: Option<u64>,
+}
+
+/// A Merkle proof: hashes in lowercase hex.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProofView {
+    /// The older (consistency) or only (inclusion) tree size concerned.
+    pub from: u64,
+    /// The tree size the proof is against.
+    pub to: u64,
+    /// Leaf index (inclusion proofs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leaf: Option<u64>,
+    /// The proof's hashes.
+    #[schema(value_type = Vec<String>)]
+    pub proof: Vec<cairn_audit::Hash>,
+}
+
+/// A consistency proof between two tree sizes of the tenant's tree (RFC 6962).
+#[utoipa::path(get, path = "/v1/audit/proofs/consistency", tag = "audit", security(("bearer" = [])),
+    params(ConsistencyParams),
+    responses(
+        (status = 200, description = "The proof.", body = ProofView),
+        (status = 400, description = "Sizes out of range.", body = ErrorBody),
+        (status = 401, description = "No valid token.", body = ErrorBody),
+        (status = 403, description = "Not an auditor.", body = ErrorBody)
+    ))]
+#[tracing::instrument(skip_all, fields(tenant = %user.tenant.as_str()))]
+async fn consistency_proof(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppQuery(params): AppQuery<ConsistencyParams>,
+) -> ApiResult<AppJson<ProofView>> {
+    user.require(Role::Auditor)?;
+    let tree = state
+        .transparency
+        .tree(&user.tenant)
+        .await
+        .map_err(proof_error)?;
+    let to = params.to.unwrap_or(tree.size());
+    let proof = tree
+        .consistency(params.from, to)
+        .map_err(|e| bad("from", e))?;
+    Ok(AppJson(ProofView {
+        from: params.from,
+        to,
+        leaf: None,
+        proof,
+    }))
+}
+
+/// Which seal, in which tree.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct InclusionParams {
+    /// The seal's position (leaf index).
+    seal: u64,
+    /// The tree size (default: the current tree).
+    size: Option<u64>,
+}
+
+/// An inclusion proof of one seal in the tenant's tree (RFC 6962).
+#[utoipa::path(get, path = "/v1/audit/proofs/inclusion", tag = "audit", security(("bearer" = [])),
+    params(InclusionParams),
+    responses(
+        (status = 200, description = "The proof.", body = ProofView),
+        (status = 400, description = "Seal or size out of range.", body = ErrorBody),
+        (status = 401, description = "No valid token.", body = ErrorBody),
+        (status = 403, description = "Not an auditor.", body = ErrorBody)
+    ))]
+#[tracing::instrument(skip_all, fields(tenant = %user.tenant.as_str()))]
+async fn inclusion_proof(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppQuery(params): AppQuery<InclusionParams>,
+) -> ApiResult<AppJson<ProofView>> {
+    user.require(Role::Auditor)?;
+    let tree = state
+        .transparency
+        .tree(&user.tenant)
+        .await
+        .map_err(proof_error)?;
+    let size = params.size.unwrap_or(tree.size());
+    let proof = tree
+        .inclusion(params.seal, size)
+        .map_err(|e| bad("seal", e))?;
+    Ok(AppJson(ProofView {
+        from: size,
+        to: size,
+        leaf: Some(params.seal),
+        proof,
+    }))
+}
+
+/// A run's offline proof bundle: its steps, seals, inclusion proofs and a signed checkpoint
+/// (`cairn audit verify-bundle FILE --key PUBKEY` checks it with no database).
+#[utoipa::path(get, path = "/v1/audit/runs/{id}/bundle", tag = "audit", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The run id (UUID v7).")),
+    responses(
+        (status = 200, description = "The bundle (JSON).", body = Object),
+        (status = 401, description = "No valid token.", body = ErrorBody),
+        (status = 403, description = "Not an auditor.", body = ErrorBody),
+        (status = 404, description = "No such run in this tenant.", body = ErrorBody),
+        (status = 409, description = "The run has not ended, or no checkpoint can be signed.", body = ErrorBody)
+    ))]
+#[tracing::instrument(skip_all, fields(tenant = %user.tenant.as_str()))]
+async fn run_bundle(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppPath(path): AppPath<RunPath>,
+) -> ApiResult<AppJson<Bundle>> {
+    user.require(Role::Auditor)?;
+    let bundle = state
+        .transparency
+        .bundle(&user.tenant, path.id)
+        .await
+        .map_err(proof_error)?;
+    Ok(AppJson(bundle))
+}
+
+/// A retention purge.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeBody {
+    /// Remove runs sealed before this time (RFC 3339); no later than now minus the
+    /// minimum retention.
+    cutoff: DateTime<Utc>,
+    /// Why; recorded in the purge record.
+    reason: String,
+}
+
+/// What a purge removed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PurgeView {
+    /// Runs removed.
+    pub runs_purged: u64,
+    /// Steps removed.
+    pub steps_purged: u64,
+    /// The purge record's position in the tenant chain.
+    pub seal_seq: u64,
+}
+
+/// Purges the tenant's runs sealed before the cutoff (admin only). The record names the
+/// authenticated caller, never a name from the body, and the reason.
+#[utoipa::path(post, path = "/v1/audit/purge", tag = "audit", security(("bearer" = [])),
+    request_body = PurgeBody,
+    responses(
+        (status = 200, description = "What was removed.", body = PurgeView),
+        (status = 400, description = "A blank reason or a cutoff inside the minimum retention (named in `field`).", body = ErrorBody),
+        (status = 401, description = "No valid token.", body = ErrorBody),
+        (status = 403, description = "Not an admin.", body = ErrorBody)
+    ))]
+#[tracing::instrument(skip_all, fields(tenant = %user.tenant.as_str()))]
+async fn purge(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppJson(body): AppJson<PurgeBody>,
+) -> ApiResult<AppJson<PurgeView>> {
+    user.require(Role::Admin)?;
+    let actor = Actor::parse(format!("user:{}", user.user.as_str()))
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e)))?;
+    let request = PurgeRequest {
+        tenant: user.tenant.clone(),
+        cutoff: body.cutoff,
+        actor,
+        reason: body.reason,
+        min_retention: state.retention.min_retention,
+    };
+    let report = state
+        .retention
+        .ledger
+        .purge(&request)
+        .await
+        .map_err(|e| match e {
+            LedgerError::Invalid { what, reason } => {
+                let field = if what.contains("reason") {
+                    "reason"
+                } else {
+                    "cutoff"
+                };
+                ApiError::bad_request(
+                    "invalid_purge",
+                    format!("{what}: {reason}"),
+                    Some(field.into()),
+                )
+            }
+            e => e.into(),
+        })?;
+    Ok(AppJson(PurgeView {
+        runs_purged: report.runs_purged,
+        steps_purged: report.steps_purged,
+        seal_seq: report.seal_seq,
     }))
 }
