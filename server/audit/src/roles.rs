@@ -69,6 +69,22 @@ const APPEND_FUNCTIONS: &[&str] = &[
      timestamptz[], bytea[], bigint[], text[], text[], text[], text[], text[], bytea[], \
      bytea[], text[], text[], bytea[])",
 ];
+/// The host's own state kept beside the ledger (installations, packages, plugin
+/// key-value data, imports): not hashed, changed in place by the host, never read as
+/// evidence. The writer needs full access to it, the auditors none.
+const HOST_STATE: &[&str] = &[
+    "plugin_packages",
+    "plugin_installations",
+    "plugin_kv_scopes",
+    "plugin_kv",
+    "store_imports",
+];
+/// The plugin key-value store's functions.
+const HOST_FUNCTIONS: &[&str] = &[
+    "cairn_kv_lock_scope(text, text, text)",
+    "cairn_kv_set(text, text, text, text, bytea, bigint)",
+    "cairn_kv_delete(text, text, text, text)",
+];
 /// The purge function (the retention role's only function).
 const PURGE_FUNCTION: &str =
     "cairn_audit_purge(text, timestamptz, bigint, bytea, bytea, text, timestamptz)";
@@ -107,6 +123,13 @@ impl RoleNames {
             HEADS.join(", ")
         ));
         for f in APPEND_FUNCTIONS {
+            line(format!("GRANT EXECUTE ON FUNCTION {f} TO {writer}"));
+        }
+        line(format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {writer}",
+            HOST_STATE.join(", ")
+        ));
+        for f in HOST_FUNCTIONS {
             line(format!("GRANT EXECUTE ON FUNCTION {f} TO {writer}"));
         }
         // The purge locks the tenant tip (SELECT … FOR UPDATE needs UPDATE) to compute its
