@@ -107,3 +107,9 @@ CREATE TABLE store_imports (
     items       bigint NOT NULL,
     PRIMARY KEY (source, digest)
 );
+
+-- Like the ledger's functions, none of these is anyone's by default: the writer is granted
+-- them (docs/operators.md), readers and PUBLIC are not.
+REVOKE EXECUTE ON FUNCTION cairn_kv_lock_scope(text, text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION cairn_kv_set(text, text, text, text, bytea, bigint) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION cairn_kv_delete(text, text, text, text) FROM PUBLIC;
