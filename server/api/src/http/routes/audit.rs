@@ -557,6 +557,7 @@ async fn inclusion_proof(
     params(("id" = Uuid, Path, description = "The run id (UUID v7).")),
     responses(
         (status = 200, description = "The bundle (JSON).", body = Object),
+        (status = 400, description = "Malformed run id.", body = ErrorBody),
         (status = 401, description = "No valid token.", body = ErrorBody),
         (status = 403, description = "Not an auditor.", body = ErrorBody),
         (status = 404, description = "No such run in this tenant.", body = ErrorBody),
@@ -607,7 +608,10 @@ pub struct PurgeView {
         (status = 200, description = "What was removed.", body = PurgeView),
         (status = 400, description = "A blank reason or a cutoff inside the minimum retention (named in `field`).", body = ErrorBody),
         (status = 401, description = "No valid token.", body = ErrorBody),
-        (status = 403, description = "Not an admin.", body = ErrorBody)
+        (status = 403, description = "Not an admin.", body = ErrorBody),
+        (status = 413, description = "Body larger than max_body_bytes.", body = ErrorBody),
+        (status = 415, description = "Not JSON.", body = ErrorBody),
+        (status = 503, description = "The ledger (or the retention role's connection) is unavailable; nothing was removed.", body = ErrorBody)
     ))]
 #[tracing::instrument(skip_all, fields(tenant = %user.tenant.as_str()))]
 async fn purge(

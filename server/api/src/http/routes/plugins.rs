@@ -384,7 +384,9 @@ async fn get_plugin(
         (status = 401, description = "No valid token.", body = ErrorBody),
         (status = 403, description = "Not an admin.", body = ErrorBody),
         (status = 404, description = "No such plugin in this tenant.", body = ErrorBody),
-        (status = 422, description = "The plugin cannot be loaded (settings).", body = ErrorBody)
+        (status = 409, description = "Changed by another request meanwhile.", body = ErrorBody),
+        (status = 422, description = "The plugin cannot be loaded (settings).", body = ErrorBody),
+        (status = 503, description = "The audit ledger is unavailable; nothing was changed.", body = ErrorBody)
     ))]
 #[tracing::instrument(skip_all, fields(tenant = %user.tenant.as_str(), id = %path.id))]
 async fn enable(
@@ -408,7 +410,9 @@ async fn enable(
         (status = 400, description = "Malformed id.", body = ErrorBody),
         (status = 401, description = "No valid token.", body = ErrorBody),
         (status = 403, description = "Not an admin.", body = ErrorBody),
-        (status = 404, description = "No such plugin in this tenant.", body = ErrorBody)
+        (status = 404, description = "No such plugin in this tenant.", body = ErrorBody),
+        (status = 409, description = "Changed by another request meanwhile.", body = ErrorBody),
+        (status = 503, description = "The audit ledger is unavailable; nothing was changed.", body = ErrorBody)
     ))]
 #[tracing::instrument(skip_all, fields(tenant = %user.tenant.as_str(), id = %path.id))]
 async fn disable(
@@ -443,8 +447,10 @@ pub struct PluginConfigBody {
         (status = 403, description = "Not an admin.", body = ErrorBody),
         (status = 404, description = "No such plugin in this tenant.", body = ErrorBody),
         (status = 413, description = "Body larger than max_body_bytes.", body = ErrorBody),
+        (status = 409, description = "Changed by another request meanwhile.", body = ErrorBody),
         (status = 415, description = "Not JSON.", body = ErrorBody),
-        (status = 422, description = "A setting is unknown or the plugin rejects them.", body = ErrorBody)
+        (status = 422, description = "A setting is unknown, a secret does not open, or the plugin rejects them.", body = ErrorBody),
+        (status = 503, description = "The audit ledger is unavailable; nothing was changed.", body = ErrorBody)
     ))]
 #[tracing::instrument(skip_all, fields(tenant = %user.tenant.as_str(), id = %path.id))]
 async fn put_config(
@@ -519,6 +525,7 @@ pub struct InvokeError {
         (status = 413, description = "Body larger than max_body_bytes.", body = ErrorBody),
         (status = 415, description = "Not JSON.", body = ErrorBody),
         (status = 422, description = "Arguments do not match the input schema (the field is named).", body = ErrorBody),
+        (status = 429, description = "No call slot for this tenant in time (`busy`, with `Retry-After`); the refusal is in the ledger.", body = ErrorBody),
         (status = 503, description = "The audit ledger is unavailable; nothing ran.", body = ErrorBody)
     ))]
 #[tracing::instrument(skip_all, fields(tenant = %user.tenant.as_str(), id = %path.id, tool = %path.tool))]
