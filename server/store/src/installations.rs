@@ -270,6 +270,36 @@ impl Installations {
         }
     }
 
+    /// The tenant's installation of plugin `plugin_id`, if any (one indexed row: what a
+    /// tool call looks up).
+    pub async fn get_by_plugin(
+        &self,
+        tenant: &str,
+        plugin_id: &str,
+    ) -> StoreResult<Option<InstallationRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM plugin_installations WHERE tenant = $1 AND plugin_id = $2"
+        );
+        match &self.db {
+            Database::Postgres(pool) => sqlx::query(&sql)
+                .bind(tenant)
+                .bind(plugin_id)
+                .fetch_optional(pool)
+                .await?
+                .as_ref()
+                .map(pg_row)
+                .transpose(),
+            Database::Sqlite(pool) => sqlx::query(&sqlite(&sql))
+                .bind(tenant)
+                .bind(plugin_id)
+                .fetch_optional(pool)
+                .await?
+                .as_ref()
+                .map(sqlite_row)
+                .transpose(),
+        }
+    }
+
     /// Applies `change` if the installation is still at revision `expected`, and returns
     /// the row as it now is. [`StoreError::NotFound`] when it is gone (or another
     /// tenant's), [`StoreError::Stale`] when another writer changed it first.

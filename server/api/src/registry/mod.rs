@@ -316,10 +316,9 @@ impl Registry {
         let plugin_id = manifest.id.to_string();
         if self
             .store
-            .list(tenant.as_str())
+            .get_by_plugin(tenant.as_str(), &plugin_id)
             .await?
-            .iter()
-            .any(|r| r.plugin_id == plugin_id)
+            .is_some()
         {
             return Err(RegistryError::AlreadyInstalled(plugin_id));
         }
@@ -641,10 +640,8 @@ impl Registry {
     ) -> Result<(Installation, Plugin), RegistryError> {
         let row = self
             .store
-            .list(tenant.as_str())
+            .get_by_plugin(tenant.as_str(), plugin_id)
             .await?
-            .into_iter()
-            .find(|r| r.plugin_id == plugin_id)
             .ok_or(RegistryError::NotFound)?;
         if !row.enabled {
             return Err(RegistryError::Disabled(row.plugin_id));
