@@ -91,19 +91,27 @@ impl PgLedger {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(op);
-        let turn = tokio::select! {
-            biased;
-            r = &mut answer => return super::answered(r, "append"),
-            turn = queue.writers.acquire() => turn,
-        };
-        self.write_queued_steps().await;
-        drop(turn);
-        super::answered(answer.await, "append")
+        // A turn writes the queue's head, which need not hold this appender's own step
+        // (one step per run goes in each batch), so a writer whose step is still queued
+        // after its batch takes another turn: nobody else may be left to write it.
+        loop {
+            let turn = tokio::select! {
+                biased;
+                r = &mut answer => return super::answered(r, "append"),
+                turn = queue.writers.acquire() => turn,
+            };
+            let written = self.write_queued_steps().await;
+            drop(turn);
+            if written == 0 {
+                // Nothing was queued, so this step is in a batch in flight (or answered).
+                return super::answered(answer.await, "append");
+            }
+        }
     }
 
     /// Takes the queued steps (at most one per run, at most [`MAX_BATCH`]) and writes
-    /// them; the caller holds the writer's turn.
-    async fn write_queued_steps(&self) {
+    /// them; the caller holds the writer's turn. Returns how many it took.
+    async fn write_queued_steps(&self) -> usize {
         let batch = {
             let mut pending = self.steps.pending.lock().unwrap_or_else(|e| e.into_inner());
             let mut runs = HashSet::new();
@@ -122,7 +130,8 @@ impl PgLedger {
             *pending = later;
             batch
         };
-        match batch.len() {
+        let taken = batch.len();
+        match taken {
             0 => {}
             1 => {
                 self.write_one(batch.into_iter().next().unwrap_or_else(|| unreachable!()))
@@ -130,6 +139,7 @@ impl PgLedger {
             }
             _ => self.write_many(batch).await,
         }
+        taken
     }
 
     /// A batch of one: the lone append's single-row statement, unchanged.
