@@ -11,10 +11,13 @@
 //! - [`LazyRetrieval`] narrows the tools offered to a run to the best-ranked few
 //!   (all-MiniLM-L6-v2, loaded on the first run that needs it); on by default for the
 //!   embedded model, see [`build_selector`].
-//! - [`Copilot`] holds the one shared [`Agent`]: every run, direct invocation, approval
-//!   and cancellation goes through it; what one request asks for itself (a chat client's
-//!   tools, system message, token cap) travels with the run as its
-//!   [`RunSettings`](cairn_agent::RunSettings).
+//! - [`app_config`] turns the `[agent]` settings into the application layer's
+//!   [`AppConfig`] (reading the approval policy file, so a bad one stops start-up); the
+//!   loop itself, and everything a request does with it, is `cairn_app::App`'s.
+//!
+//! This module knows nothing of HTTP: tool-call metrics reach the server's `/metrics`
+//! through [`ToolCallMetrics`], which the HTTP layer implements (the dependency points
+//! from `http` to here, never back).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,11 +25,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use async_trait::async_trait;
 use cairn_agent::{
-    Agent, AgentConfig, AgentDeps, ApprovalPolicy, AvailableTool, RetrievalConfig,
-    RetrievalSelector, RuntimeTools, ToolExecution, ToolExecutor, ToolFailure, ToolInvocation,
-    ToolSelection, ToolSelector,
+    ApprovalPolicy, AvailableTool, RetrievalConfig, RetrievalSelector, RuntimeTools, ToolExecution,
+    ToolExecutor, ToolFailure, ToolInvocation, ToolSelection, ToolSelector,
 };
-use cairn_audit::{Ledger, TenantId};
+use cairn_app::AppConfig;
+use cairn_audit::TenantId;
 use cairn_model::retrieval::{DEFAULT_NO_TOOL_THRESHOLD, MINILM_DIR_NAME, SentenceEmbedder};
 use cairn_model::{
     ChatModel, ChatRequest, ChatResponse, ChatStream, EmbeddedConfig, EmbeddedModel, ModelError,
@@ -35,8 +38,13 @@ use cairn_model::{
 use tokio::sync::OnceCell;
 
 use crate::config::{AgentSettings, ModelConfig};
-use crate::http::metrics::Metrics;
 use crate::registry::Registry;
+
+/// Where tool-call metrics go (the server's `/metrics`).
+pub trait ToolCallMetrics: Send + Sync {
+    /// Counts one call of `plugin.tool` and how long it took.
+    fn record_tool_call(&self, plugin: &str, tool: &str, ok: bool, elapsed: Duration);
+}
 
 /// Builds the configured chat model. The embedded one is not loaded here.
 pub fn build_model(config: &ModelConfig) -> anyhow::Result<Arc<dyn ChatModel>> {
@@ -109,12 +117,12 @@ impl ChatModel for LazyEmbedded {
 /// The tools of each tenant's enabled plugins, from the registry.
 pub struct RegistryTools {
     registry: Arc<Registry>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<dyn ToolCallMetrics>,
 }
 
 impl RegistryTools {
     /// Tools over `registry`, recording call metrics in `metrics`.
-    pub fn new(registry: Arc<Registry>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(registry: Arc<Registry>, metrics: Arc<dyn ToolCallMetrics>) -> Self {
         Self { registry, metrics }
     }
 }
@@ -265,72 +273,27 @@ impl ToolSelector for LazyRetrieval {
     }
 }
 
-/// The reasoning loop as the server runs it.
-pub struct Copilot {
-    agent: Arc<Agent>,
-    deps: AgentDeps,
-}
-
-impl Copilot {
-    /// The loop over `model`, `ledger` and the registry's plugins, configured by
-    /// `settings` (the approval policy file is read here, so a bad one stops start-up).
-    pub fn new(
-        settings: &AgentSettings,
-        model: Arc<dyn ChatModel>,
-        ledger: Arc<dyn Ledger>,
-        tools: Arc<dyn ToolExecutor>,
-        selector: Option<Arc<dyn ToolSelector>>,
-    ) -> anyhow::Result<Self> {
-        let approval = match &settings.approval_policy {
-            None => ApprovalPolicy::default(),
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading the approval policy {}", path.display()))?;
-                ApprovalPolicy::from_json_str(&text)
-                    .map_err(anyhow::Error::msg)
-                    .with_context(|| format!("approval policy {}", path.display()))?
-            }
-        };
-        let config = AgentConfig {
-            system_prompt: settings.system_prompt.clone(),
-            max_model_calls: settings.max_model_calls,
-            deadline: Duration::from_secs(settings.deadline_seconds),
-            max_tokens: settings.max_tokens,
-            // The deployment's cap is for text answers; forced calls get room.
-            widen_forced_calls: true,
-            approval,
-            ..AgentConfig::default()
-        };
-        let deps = AgentDeps {
-            model,
-            ledger,
-            tools,
-        };
-        let agent = Agent::new(config, deps.clone());
-        let agent = match selector {
-            Some(s) => agent.with_tool_selector(s),
-            None => agent,
-        };
-        Ok(Self {
-            agent: Arc::new(agent),
-            deps,
-        })
-    }
-
-    /// The shared agent: runs, approvals, cancellation, status.
-    pub fn agent(&self) -> &Arc<Agent> {
-        &self.agent
-    }
-
-    /// The tools `tenant`'s runs are offered: its enabled plugins'.
-    pub async fn server_tools(&self, tenant: &TenantId) -> Result<Vec<AvailableTool>, ToolFailure> {
-        self.deps.tools.tools(tenant).await
-    }
-
-    /// The model's name, as runs record it.
-    pub fn model_name(&self) -> &str {
-        self.deps.model.name()
-    }
+/// The application layer's settings from `[agent]`: the loop's budgets and prompt, and
+/// the deployment's approval policy read from its file (a bad one stops start-up, naming
+/// the file and the problem).
+pub fn app_config(settings: &AgentSettings) -> anyhow::Result<AppConfig> {
+    let approval = match &settings.approval_policy {
+        None => ApprovalPolicy::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the approval policy {}", path.display()))?;
+            ApprovalPolicy::from_json_str(&text)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("approval policy {}", path.display()))?
+        }
+    };
+    Ok(AppConfig {
+        system_prompt: settings.system_prompt.clone(),
+        max_model_calls: settings.max_model_calls,
+        deadline: Duration::from_secs(settings.deadline_seconds),
+        max_tokens: settings.max_tokens,
+        approval,
+    })
 }
 
 #[cfg(test)]

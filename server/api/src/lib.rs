@@ -2,7 +2,8 @@
 //!
 //! The server: [`config`] (settings), [`startup`] (`Application::build`, then
 //! `run_until_stopped`), [`http`] (the router, errors, extractors, authentication and
-//! routes), [`copilot`] (the model and the reasoning loop over the tenant's plugins) and
+//! routes: thin adapters over the application layer, `cairn_app`), [`copilot`] (the
+//! configured model, tool retrieval and the tenant's plugins as the loop's tools) and
 //! [`registry`] (installed plugins per tenant). The `cairn` CLI: [`cli`]
 //! parses commands (`cairn serve` runs the server), [`package`] reads and writes plugin
 //! packages, [`scaffold`] writes new plugins, and [`sandbox`] runs tools in the real

@@ -1,6 +1,6 @@
 //! Building and running the server: [`Application::build`] opens the ledger, the plugin
-//! runtime and registry, sets up the model and the reasoning loop (the embedded model is
-//! only loaded when a run first needs it), binds the listener (port 0 picks a free one,
+//! runtime and registry, sets up the model and the application layer over the reasoning
+//! loop (the embedded model is only loaded when a run first needs it), binds the listener (port 0 picks a free one,
 //! which tests use to run in parallel) and returns before serving, so the caller knows
 //! the port.
 
@@ -13,7 +13,7 @@ use cairn_store::{NotifyingLedger, RunNotifier, SqlKv};
 use tokio::net::TcpListener;
 
 use crate::config::{AuthConfig, Config};
-use crate::copilot::{Copilot, RegistryTools, build_model, build_selector, effective_settings};
+use crate::copilot::{RegistryTools, app_config, build_model, build_selector, effective_settings};
 use crate::http::auth::Authenticator;
 use crate::http::auth::oidc::OidcVerifier;
 use crate::http::browser::BrowserPolicy;
@@ -99,20 +99,28 @@ impl Application {
         let model = build_model(&config.model)?;
         let tools = Arc::new(RegistryTools::new(
             Arc::clone(&registry),
-            Arc::clone(&metrics),
+            Arc::clone(&metrics) as Arc<dyn crate::copilot::ToolCallMetrics>,
         ));
         let selector = build_selector(&config.model, &config.agent);
         let settings = effective_settings(&config.model, &config.agent);
-        let copilot = Copilot::new(&settings, model, Arc::clone(&ledger), tools, selector)
-            .context("setting up the reasoning loop")?;
+        let app = cairn_app::App::new(
+            app_config(&settings).context("setting up the reasoning loop")?,
+            cairn_app::AppDeps {
+                model,
+                ledger: Arc::clone(&ledger),
+                notifier,
+                tools,
+                selector,
+                installations: Arc::clone(&registry) as Arc<dyn cairn_app::Installations>,
+            },
+        );
         let (transparency, retention) = build_audit(&config.audit, &ledger).await?;
         let state = AppState {
             transparency,
             retention,
             ledger,
-            notifier,
             registry,
-            copilot: Arc::new(copilot),
+            app: Arc::new(app),
             auth,
             metrics,
             limits: Limits {

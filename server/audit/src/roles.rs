@@ -75,6 +75,7 @@ const APPEND_FUNCTIONS: &[&str] = &[
 const HOST_STATE: &[&str] = &[
     "plugin_packages",
     "plugin_installations",
+    "approval_policies",
     "plugin_kv_scopes",
     "plugin_kv",
     "store_imports",

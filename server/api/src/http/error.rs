@@ -271,6 +271,47 @@ impl From<cairn_audit::LedgerError> for ApiError {
     }
 }
 
+impl From<cairn_app::AppError> for ApiError {
+    /// One status per application failure, whichever route it came from.
+    fn from(error: cairn_app::AppError) -> Self {
+        use cairn_app::AppError;
+        match error {
+            AppError::BadRequest {
+                code,
+                message,
+                field,
+            } => ApiError::BadRequest {
+                code,
+                message,
+                field,
+            },
+            AppError::Forbidden(m) => ApiError::Forbidden(m),
+            AppError::PolicyDenied(m) => ApiError::PolicyDenied(m),
+            AppError::NotFound(m) => ApiError::NotFound(m),
+            AppError::Conflict { code, message } => ApiError::Conflict { code, message },
+            AppError::Unprocessable {
+                code,
+                message,
+                field,
+            } => ApiError::Unprocessable {
+                code,
+                message,
+                field,
+            },
+            AppError::Busy {
+                message,
+                retry_after,
+            } => ApiError::TooManyRequests {
+                message,
+                retry_after,
+            },
+            AppError::Failed { code, message } => ApiError::BadGateway { code, message },
+            AppError::Unavailable(m) => ApiError::Unavailable(m),
+            AppError::Internal(e) => ApiError::Internal(e),
+        }
+    }
+}
+
 /// The handler result.
 pub type ApiResult<T> = Result<T, ApiError>;
 

@@ -41,6 +41,12 @@ fn method_label(method: &Method) -> &'static str {
         .map_or("other", Method::as_str)
 }
 
+impl crate::copilot::ToolCallMetrics for Metrics {
+    fn record_tool_call(&self, plugin: &str, tool: &str, ok: bool, elapsed: Duration) {
+        Metrics::record_tool_call(self, plugin, tool, ok, elapsed);
+    }
+}
+
 /// Upper bounds of the latency histogram buckets, in seconds.
 const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 

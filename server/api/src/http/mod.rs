@@ -1,5 +1,9 @@
 //! The HTTP API: shared state, the router, and one module per group of routes.
 //!
+//! Routes are thin adapters over the application layer (`cairn_app::App`): each parses
+//! the request, checks the caller's role, calls one application function and renders
+//! its answer or its [`cairn_app::AppError`] (through [`error::ApiError`]).
+//!
 //! [`router`] is pure (state in, `Router` out), so tests can drive it without a socket;
 //! [`crate::startup`] binds it. The OpenAPI document is generated from the handlers'
 //! `#[utoipa::path]` annotations and served at `/openapi.json`.
@@ -21,7 +25,6 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::copilot::Copilot;
 use crate::registry::Registry;
 use auth::Authenticator;
 use error::ApiError;
@@ -32,12 +35,11 @@ use metrics::Metrics;
 pub struct AppState {
     /// The audit ledger.
     pub ledger: Arc<dyn Ledger>,
-    /// Wakes event streams when a run has new steps.
-    pub notifier: cairn_store::RunNotifier,
     /// The plugin registry (which owns the sandbox runtime).
     pub registry: Arc<Registry>,
-    /// The reasoning loop.
-    pub copilot: Arc<Copilot>,
+    /// The application layer: runs, direct invocation, chat translation, event
+    /// following, approval policy.
+    pub app: Arc<cairn_app::App>,
     /// How callers are authenticated.
     pub auth: Authenticator,
     /// Request and tool-call metrics.

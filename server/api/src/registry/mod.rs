@@ -13,14 +13,23 @@
 //!   bumps the revision, so every host reloads on its next use.
 //! - **Admin actions are audited.** Install, enable, disable, settings, upgrade and
 //!   uninstall are each a run in the ledger: an `admin_action` step (who, what, before and
-//!   after) recorded *before* the change is applied, then the outcome.
+//!   after) recorded *before* the change is applied, then the outcome — through
+//!   [`cairn_app::admin::audited`], the one path every admin action (the approval policy's
+//!   too) is recorded by.
+//!
+//! Why it is still here and not in `cairn-app`: installing and upgrading read the package
+//! format ([`crate::package`]), which is leaving this crate for one of its own (issue #9
+//! point 8); once it has, the registry moves into the application layer unchanged. Until
+//! then the application sees it through [`cairn_app::Installations`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use cairn_audit::{Actor, Ledger, NewRun, NewStep, StepKind, TenantId, UserId};
+use cairn_app::AppError;
+use cairn_app::admin::{AdminAction, audited};
+use cairn_audit::{Ledger, TenantId, UserId};
 use cairn_manifest::Manifest;
 use cairn_runtime::{Plugin, Runtime, RuntimeError};
 use cairn_store::{InstallationChange, InstallationRow, Installations, SecretBox, StoreError};
@@ -124,6 +133,73 @@ impl From<StoreError> for RegistryError {
             StoreError::Stale => RegistryError::Stale,
             e => RegistryError::Storage(anyhow::Error::new(e)),
         }
+    }
+}
+
+impl From<RegistryError> for AppError {
+    /// One mapping of registry failures for every transport.
+    fn from(error: RegistryError) -> Self {
+        match error {
+            RegistryError::NotFound => AppError::NotFound("plugin not found".into()),
+            RegistryError::AlreadyInstalled(_) => AppError::Conflict {
+                code: "already_installed",
+                message: error.to_string(),
+            },
+            RegistryError::Disabled(_) => AppError::Conflict {
+                code: "plugin_disabled",
+                message: error.to_string(),
+            },
+            RegistryError::Stale => AppError::Conflict {
+                code: "changed_meanwhile",
+                message: error.to_string(),
+            },
+            RegistryError::OtherPlugin { .. } => {
+                AppError::unprocessable("other_plugin", error.to_string(), None)
+            }
+            RegistryError::Ledger(ref e) if e.is_unavailable() => {
+                AppError::Unavailable("the audit ledger is unavailable; nothing was changed".into())
+            }
+            RegistryError::Ledger(e) => AppError::Internal(e.into()),
+            RegistryError::Package(_) => {
+                AppError::unprocessable("invalid_package", error.to_string(), None)
+            }
+            RegistryError::UnknownSetting(ref key) => AppError::unprocessable(
+                "unknown_setting",
+                error.to_string(),
+                Some(format!("config.{key}")),
+            ),
+            RegistryError::Load(RuntimeError::Config(_)) => {
+                AppError::unprocessable("invalid_config", error.to_string(), Some("config".into()))
+            }
+            RegistryError::Load(_) => {
+                AppError::unprocessable("plugin_load_failed", error.to_string(), None)
+            }
+            RegistryError::Secret { ref setting, .. } => AppError::unprocessable(
+                "secret_unreadable",
+                error.to_string(),
+                Some(format!("config.{setting}")),
+            ),
+            RegistryError::EgressCeiling(ref violation) => {
+                let field = Some(violation.field.clone());
+                AppError::unprocessable("egress_ceiling", error.to_string(), field)
+            }
+            RegistryError::Storage(e) => AppError::Internal(e),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl cairn_app::Installations for Registry {
+    async fn enabled_plugin_id(
+        &self,
+        tenant: &TenantId,
+        installation: Uuid,
+    ) -> cairn_app::AppResult<String> {
+        let c = self.current(tenant, installation).await?;
+        if !c.row.enabled {
+            return Err(RegistryError::Disabled(c.row.plugin_id).into());
+        }
+        Ok(c.row.plugin_id)
     }
 }
 
@@ -254,48 +330,14 @@ impl Registry {
         (before, after): (Value, Value),
         apply: impl Future<Output = Result<T, RegistryError>>,
     ) -> Result<T, RegistryError> {
-        let actor = Actor::parse(format!("user:{user}"))
-            .map_err(|e| RegistryError::Storage(anyhow::Error::new(e)))?;
-        let run = self
-            .ledger
-            .start_run(NewRun {
-                tenant: tenant.clone(),
-                user: user.clone(),
-                conversation_id: None,
-                model: "admin".into(),
-            })
-            .await?;
-        let step = |step| NewStep {
-            actor: actor.clone(),
-            step,
+        let action = AdminAction {
+            action,
+            target,
+            plugin: Some(plugin),
+            before,
+            after,
         };
-        self.ledger
-            .append(
-                tenant,
-                run.id,
-                step(StepKind::AdminAction {
-                    action: action.to_owned(),
-                    target,
-                    plugin_id: cairn_audit::PluginId::parse(plugin).ok(),
-                    before,
-                    after,
-                }),
-            )
-            .await?;
-        let result = apply.await;
-        let end = match &result {
-            Ok(_) => StepKind::FinalAnswer {
-                text: format!("{action} applied"),
-            },
-            Err(e) => StepKind::RunFailed {
-                error_type: "admin_action_failed".into(),
-                message: e.to_string(),
-            },
-        };
-        if let Err(e) = self.ledger.append(tenant, run.id, step(end)).await {
-            tracing::error!(error = %e, %action, "could not record how an admin action ended");
-        }
-        result
+        audited(self.ledger.as_ref(), tenant, user, action, apply).await
     }
 
     /// Installs a package for a tenant (disabled until enabled).

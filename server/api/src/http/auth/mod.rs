@@ -79,6 +79,15 @@ impl AuthUser {
         cairn_agent::Caller::user(self.user.clone(), self.roles.iter().map(|r| r.as_str()))
     }
 
+    /// The caller as the application layer takes it.
+    pub fn principal(&self) -> cairn_app::Principal {
+        cairn_app::Principal {
+            tenant: self.tenant.clone(),
+            user: self.user.clone(),
+            roles: self.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        }
+    }
+
     /// 403 unless the caller has `role`.
     pub fn require(&self, role: Role) -> Result<(), ApiError> {
         if self.roles.contains(&role) {

@@ -1,4 +1,5 @@
-//! Route groups, each with its own `router()`.
+//! Route groups, each with its own `router()`: parse, authorise, call `cairn_app::App`,
+//! render.
 
 pub mod audit;
 pub mod chat;

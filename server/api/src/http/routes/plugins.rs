@@ -2,12 +2,11 @@
 //! directly (for testing; the invocation is audited like any other tool call).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use cairn_agent::{InvokeTool, RunOutcome};
+pub use cairn_app::invoke::{InvokeError, InvokeResult};
 use cairn_manifest::{Annotations, Manifest};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -22,7 +21,6 @@ use crate::http::AppState;
 use crate::http::auth::{AuthUser, Role};
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::extract::{AppJson, AppPath};
-use crate::http::routes::runs::{PendingApproval, drive, pending_of};
 use crate::registry::{Installation, RegistryError};
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
@@ -38,52 +36,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 
 impl From<RegistryError> for ApiError {
     fn from(error: RegistryError) -> Self {
-        match error {
-            RegistryError::NotFound => ApiError::NotFound("plugin not found".into()),
-            RegistryError::AlreadyInstalled(_) => ApiError::Conflict {
-                code: "already_installed",
-                message: error.to_string(),
-            },
-            RegistryError::Disabled(_) => ApiError::Conflict {
-                code: "plugin_disabled",
-                message: error.to_string(),
-            },
-            RegistryError::Stale => ApiError::Conflict {
-                code: "changed_meanwhile",
-                message: error.to_string(),
-            },
-            RegistryError::OtherPlugin { .. } => {
-                ApiError::unprocessable("other_plugin", error.to_string(), None)
-            }
-            RegistryError::Ledger(ref e) if e.is_unavailable() => {
-                ApiError::Unavailable("the audit ledger is unavailable; nothing was changed".into())
-            }
-            RegistryError::Ledger(e) => ApiError::Internal(e.into()),
-            RegistryError::Package(_) => {
-                ApiError::unprocessable("invalid_package", error.to_string(), None)
-            }
-            RegistryError::UnknownSetting(ref key) => ApiError::unprocessable(
-                "unknown_setting",
-                error.to_string(),
-                Some(format!("config.{key}")),
-            ),
-            RegistryError::Load(cairn_runtime::RuntimeError::Config(_)) => {
-                ApiError::unprocessable("invalid_config", error.to_string(), Some("config".into()))
-            }
-            RegistryError::Load(_) => {
-                ApiError::unprocessable("plugin_load_failed", error.to_string(), None)
-            }
-            RegistryError::Secret { ref setting, .. } => ApiError::unprocessable(
-                "secret_unreadable",
-                error.to_string(),
-                Some(format!("config.{setting}")),
-            ),
-            RegistryError::EgressCeiling(ref violation) => {
-                let field = Some(violation.field.clone());
-                ApiError::unprocessable("egress_ceiling", error.to_string(), field)
-            }
-            RegistryError::Storage(e) => ApiError::Internal(e),
-        }
+        cairn_app::AppError::from(error).into()
     }
 }
 
@@ -475,35 +428,6 @@ pub struct InvokeBody {
     pub arguments: Value,
 }
 
-/// The outcome of a direct invocation.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct InvokeResult {
-    /// The audited run that recorded the call.
-    pub run_id: Uuid,
-    /// `ok`, `error`, or `awaiting_approval` (the tool needs a person's approval: decide
-    /// with `POST /v1/runs/{run_id}/approvals`; the result is then the run's answer).
-    pub status: &'static str,
-    /// The tool's result, when it succeeded.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<Value>,
-    /// What went wrong, when it failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<InvokeError>,
-    /// The call waiting for approval, when `status` is `awaiting_approval`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub pending_approvals: Vec<PendingApproval>,
-}
-
-/// A failed tool call.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct InvokeError {
-    /// `error.type`, as the loop records it: `tool`, `timeout`, `trap`, `invalid_output`, …
-    #[serde(rename = "type")]
-    pub error_type: String,
-    /// The message.
-    pub message: String,
-}
-
 /// Calls one tool of an enabled plugin, as the caller, through the same path as a call
 /// the model makes: the approval policy decides (`deny` → 403 naming the rule; a tool
 /// that needs approval → 202, the run waits for a decision), the call is recorded before
@@ -536,76 +460,14 @@ async fn invoke(
     AppJson(body): AppJson<InvokeBody>,
 ) -> ApiResult<(StatusCode, AppJson<InvokeResult>)> {
     user.require(Role::User)?;
-    let (installation, _) = state.registry.get(&user.tenant, path.id).await?;
-    if !installation.enabled {
-        return Err(RegistryError::Disabled(installation.plugin_id).into());
-    }
-    let agent = Arc::clone(state.copilot.agent());
-    let request = InvokeTool {
-        tenant: user.tenant.clone(),
-        user: user.user.clone(),
-        plugin: installation.plugin_id,
-        tool: path.tool,
-        arguments: body.arguments,
-        // The caller names the exact call: that is their approval (recorded as such).
-        approved_by_caller: true,
+    let result = state
+        .app
+        .invoke(&user.principal(), path.id, path.tool, body.arguments)
+        .await?;
+    let status = if result.is_pending() {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
     };
-    let outcome = drive(async move { agent.invoke(request).await }).await?;
-    let run_id = outcome.run_id().as_uuid();
-    let pending = pending_of(&outcome);
-    let result = |status, result, error| InvokeResult {
-        run_id,
-        status,
-        result,
-        error,
-        pending_approvals: Vec::new(),
-    };
-    Ok(match outcome {
-        RunOutcome::Completed { answer, .. } => {
-            let value = serde_json::from_str(&answer).unwrap_or(Value::String(answer));
-            (StatusCode::OK, AppJson(result("ok", Some(value), None)))
-        }
-        RunOutcome::Failed {
-            error_type,
-            message,
-            ..
-        } if error_type == "busy" => {
-            // Refused for want of a call slot: recorded, and answered 429 + Retry-After.
-            return Err(ApiError::TooManyRequests {
-                message: format!("{message} (run {run_id})"),
-                retry_after: std::time::Duration::from_secs(1),
-            });
-        }
-        RunOutcome::Failed {
-            error_type,
-            message,
-            ..
-        } if error_type == "denied_by_policy" => {
-            return Err(ApiError::PolicyDenied(format!("{message} (run {run_id})")));
-        }
-        RunOutcome::Failed {
-            error_type,
-            message,
-            ..
-        } => {
-            let error = InvokeError {
-                error_type,
-                message,
-            };
-            (StatusCode::OK, AppJson(result("error", None, Some(error))))
-        }
-        RunOutcome::AwaitingApproval { .. } => (
-            StatusCode::ACCEPTED,
-            AppJson(InvokeResult {
-                pending_approvals: pending,
-                ..result("awaiting_approval", None, None)
-            }),
-        ),
-        RunOutcome::Cancelled { .. } => {
-            return Err(ApiError::Conflict {
-                code: "run_cancelled",
-                message: format!("run {run_id} was cancelled"),
-            });
-        }
-    })
+    Ok((status, AppJson(result)))
 }

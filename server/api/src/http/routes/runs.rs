@@ -1,4 +1,5 @@
-//! `/v1/runs`: runs of the reasoning loop, for the caller's tenant (user role).
+//! `/v1/runs`: runs of the reasoning loop, for the caller's tenant (user role), over
+//! `cairn_app::runs`.
 //!
 //! `POST /v1/runs` drives a run until it completes, fails, is cancelled or pauses for
 //! approval, and answers with where it stands; a paused run holds nothing open and is
@@ -9,19 +10,17 @@
 //! Another tenant's run id is a 404, exactly like one that does not exist.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use cairn_agent::{AgentError, ApprovalDecision, PendingCall, RunOutcome, StartRun};
-use cairn_audit::{ConversationId, RunId, StepKind, TenantId};
-use cairn_store::{FollowEvent, FollowOptions, follow};
-use chrono::{DateTime, Utc};
-use futures::{Stream, StreamExt};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use cairn_agent::ApprovalDecision;
+use cairn_app::runs::RunEvent as Followed;
+pub use cairn_app::runs::{PendingApproval, RunFailure, RunView};
+use cairn_audit::RunId;
+use futures::StreamExt;
+use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -38,57 +37,6 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(run_events))
         .routes(routes!(decide))
         .routes(routes!(cancel_run))
-}
-
-impl From<AgentError> for ApiError {
-    fn from(error: AgentError) -> Self {
-        let message = error.to_string();
-        match error {
-            AgentError::RunNotFound(_) => ApiError::NotFound("run not found".into()),
-            AgentError::NotAwaitingApproval { .. } => ApiError::Conflict {
-                code: "not_awaiting_approval",
-                message,
-            },
-            AgentError::RunEnded { .. } => ApiError::Conflict {
-                code: "run_ended",
-                message,
-            },
-            AgentError::NotPermitted { .. } => ApiError::Forbidden(message),
-            AgentError::RunBusy(_) => ApiError::Conflict {
-                code: "run_busy",
-                message,
-            },
-            AgentError::CallNotPending { .. }
-            | AgentError::UndecidedCalls { .. }
-            | AgentError::DuplicateDecision { .. } => {
-                ApiError::unprocessable("invalid_decisions", message, Some("decisions".into()))
-            }
-            AgentError::UnknownTool { tool, .. } => {
-                ApiError::NotFound(format!("plugin has no enabled tool `{tool}`"))
-            }
-            AgentError::InvalidArguments { field, .. } => {
-                ApiError::unprocessable("invalid_arguments", message, Some(field))
-            }
-            AgentError::Invalid { what, .. } => {
-                ApiError::bad_request("invalid_value", message, Some(what.to_owned()))
-            }
-            AgentError::Ledger { source, .. } if source.is_unavailable() => {
-                ApiError::Unavailable("the audit ledger is unavailable".into())
-            }
-            e => ApiError::Internal(anyhow::Error::new(e)),
-        }
-    }
-}
-
-/// Drives a run on its own task (see the module docs) and waits for where it got.
-pub(crate) async fn drive<F>(work: F) -> ApiResult<RunOutcome>
-where
-    F: Future<Output = cairn_agent::Result<RunOutcome>> + Send + 'static,
-{
-    tokio::spawn(work)
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("the run's task ended abnormally: {e}")))?
-        .map_err(ApiError::from)
 }
 
 /// `{id}` of a run.
@@ -116,107 +64,6 @@ pub struct CreateRun {
     pub conversation_id: Option<String>,
 }
 
-/// A call waiting for a person's decision.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PendingApproval {
-    /// The call's id (`gen_ai.tool.call.id`): what a decision names.
-    pub call_id: String,
-    /// The plugin whose tool it is.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub plugin: Option<String>,
-    /// The tool.
-    pub tool: String,
-    /// The arguments the model gave (valid against the tool's input schema).
-    pub arguments: Value,
-    /// Why it needs approval.
-    pub reason: String,
-}
-
-impl From<&PendingCall> for PendingApproval {
-    fn from(p: &PendingCall) -> Self {
-        Self {
-            call_id: p.call_id.clone(),
-            plugin: p.plugin.as_ref().map(ToString::to_string),
-            tool: p.tool.to_string(),
-            arguments: p.arguments.clone(),
-            reason: p.reason.clone(),
-        }
-    }
-}
-
-/// Why a run failed.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RunFailure {
-    /// `error.type`, e.g. `step_budget_exhausted`, `deadline_exceeded`, `model_timeout`.
-    #[serde(rename = "type")]
-    pub error_type: String,
-    /// What happened.
-    pub message: String,
-}
-
-/// A run and where it stands.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RunView {
-    /// The run id (UUID v7); its trail is `GET /v1/audit/runs/{id}`.
-    #[schema(value_type = Uuid)]
-    pub id: RunId,
-    /// `running`, `awaiting_approval`, `completed`, `failed` or `cancelled`.
-    pub status: String,
-    /// The client's conversation id, if one was given.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub conversation_id: Option<String>,
-    /// The model that runs it.
-    pub model: String,
-    /// The final answer, once `completed`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub answer: Option<String>,
-    /// The calls to approve or deny, while `awaiting_approval`.
-    pub pending_approvals: Vec<PendingApproval>,
-    /// Why it failed, once `failed`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<RunFailure>,
-    /// When it started.
-    pub started_at: DateTime<Utc>,
-    /// When it ended, once ended.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ended_at: Option<DateTime<Utc>>,
-    /// Steps recorded so far.
-    pub step_count: u64,
-}
-
-/// The run as the ledger has it now.
-pub(crate) async fn run_view(state: &AppState, tenant: &TenantId, id: RunId) -> ApiResult<RunView> {
-    let info = state.copilot.agent().run_status(tenant, id).await?;
-    let trail = state.ledger.trail(tenant, id).await?;
-    let answer = trail.iter().rev().find_map(|s| match &s.step {
-        StepKind::FinalAnswer { text } => Some(text.clone()),
-        _ => None,
-    });
-    let error = trail.iter().rev().find_map(|s| match &s.step {
-        StepKind::RunFailed {
-            error_type,
-            message,
-        } => Some(RunFailure {
-            error_type: error_type.clone(),
-            message: message.clone(),
-        }),
-        _ => None,
-    });
-    let run = info.run;
-    Ok(RunView {
-        id,
-        status: run.status.as_str().to_owned(),
-        conversation_id: run.conversation_id.map(|c| c.to_string()),
-        model: run.model,
-        answer,
-        pending_approvals: info.pending.iter().map(PendingApproval::from).collect(),
-        error,
-        started_at: run.started_at,
-        ended_at: run.ended_at,
-        step_count: run.step_count,
-    })
-}
-
 /// Starts a run for the caller: records the message, then asks the model and runs tools
 /// until the run completes, fails or pauses for approval (a tool not marked read-only
 /// waits for the user's decision). Failures of the run itself (model error, step budget,
@@ -239,35 +86,10 @@ async fn create_run(
     AppJson(body): AppJson<CreateRun>,
 ) -> ApiResult<(StatusCode, AppJson<RunView>)> {
     user.require(Role::User)?;
-    if body.message.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_body",
-            "message: must not be empty",
-            Some("message".into()),
-        ));
-    }
-    let conversation_id = body
-        .conversation_id
-        .map(|c| {
-            ConversationId::parse(c).map_err(|e| {
-                ApiError::bad_request(
-                    "invalid_body",
-                    format!("conversation_id: {e}"),
-                    Some("conversation_id".into()),
-                )
-            })
-        })
-        .transpose()?;
-    let agent = std::sync::Arc::clone(state.copilot.agent());
-    let request = StartRun {
-        tenant: user.tenant.clone(),
-        user: user.user.clone(),
-        conversation_id,
-        message: body.message,
-        settings: cairn_agent::RunSettings::default(),
-    };
-    let outcome = drive(async move { agent.start(request).await }).await?;
-    let view = run_view(&state, &user.tenant, outcome.run_id()).await?;
+    let view = state
+        .app
+        .start_run(&user.principal(), body.message, body.conversation_id)
+        .await?;
     Ok((StatusCode::CREATED, AppJson(view)))
 }
 
@@ -288,7 +110,7 @@ async fn get_run(
     AppPath(path): AppPath<RunPath>,
 ) -> ApiResult<AppJson<RunView>> {
     user.require(Role::User)?;
-    Ok(AppJson(run_view(&state, &user.tenant, path.id).await?))
+    Ok(AppJson(state.app.run_view(&user.tenant, path.id).await?))
 }
 
 /// One server-sent event of `GET /v1/runs/{id}/events` (documentation only: the stream
@@ -346,46 +168,27 @@ async fn run_events(
         ),
     };
     // 404 before the stream starts, not inside it.
-    state.ledger.run(&user.tenant, path.id).await?;
-    let stream = step_events(state, user.tenant, path.id, after);
-    Ok(Sse::new(stream)
+    let events = state.app.follow(&user.tenant, path.id, after).await?;
+    Ok(Sse::new(events.map(sse_event))
         .keep_alive(KeepAlive::default())
         .into_response())
 }
 
-/// The run's steps as SSE events, read as they are recorded (see `cairn_store::follow`).
-fn step_events(
-    state: AppState,
-    tenant: TenantId,
-    run: RunId,
-    after: Option<u64>,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    let events = follow(
-        state.ledger,
-        &state.notifier,
-        tenant,
-        run,
-        after,
-        FollowOptions::default(),
-    );
-    events.map(|event| {
-        Ok(match event {
-            Ok(FollowEvent::Step(step)) => Event::default()
-                .event("step")
-                .id(step.seq.to_string())
-                .json_data(&step)
-                .unwrap_or_else(|_| Event::default().event("step")),
-            Ok(FollowEvent::End(status)) => Event::default()
-                .event("end")
-                .data(serde_json::json!({ "status": status.as_str() }).to_string()),
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the run's steps for the event stream failed");
-                Event::default().event("error").data(
-                    serde_json::json!({ "error": { "code": "unavailable", "message": "the audit ledger is unavailable" } })
-                        .to_string(),
-                )
-            }
-        })
+/// A run event as a server-sent event.
+fn sse_event(event: Followed) -> Result<Event, Infallible> {
+    Ok(match event {
+        Followed::Step(step) => Event::default()
+            .event("step")
+            .id(step.seq.to_string())
+            .json_data(&step)
+            .unwrap_or_else(|_| Event::default().event("step")),
+        Followed::End(status) => Event::default()
+            .event("end")
+            .data(serde_json::json!({ "status": status.as_str() }).to_string()),
+        Followed::Unavailable => Event::default().event("error").data(
+            serde_json::json!({ "error": { "code": "unavailable", "message": "the audit ledger is unavailable" } })
+                .to_string(),
+        ),
     })
 }
 
@@ -435,13 +238,6 @@ async fn decide(
     AppJson(body): AppJson<DecisionsBody>,
 ) -> ApiResult<AppJson<RunView>> {
     user.require(Role::User)?;
-    if body.decisions.is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_body",
-            "decisions: give one decision per pending call",
-            Some("decisions".into()),
-        ));
-    }
     let decisions = body
         .decisions
         .into_iter()
@@ -452,12 +248,11 @@ async fn decide(
             reason: d.reason,
         })
         .collect();
-    let agent = std::sync::Arc::clone(state.copilot.agent());
-    let tenant = user.tenant.clone();
-    let run = path.id;
-    let caller = user.caller();
-    drive(async move { agent.resume(&tenant, run, &caller, decisions).await }).await?;
-    Ok(AppJson(run_view(&state, &user.tenant, path.id).await?))
+    let view = state
+        .app
+        .decide(&user.principal(), path.id, decisions)
+        .await?;
+    Ok(AppJson(view))
 }
 
 /// Why a run is cancelled.
@@ -498,30 +293,9 @@ async fn cancel_run(
     } else {
         parse_json(&bytes)?
     };
-    state
-        .copilot
-        .agent()
-        .cancel(&user.tenant, path.id, &user.caller(), body.reason)
+    let view = state
+        .app
+        .cancel(&user.principal(), path.id, body.reason)
         .await?;
-    // A run driven here records its cancellation from its own task; give it a moment so
-    // the answer usually shows the end state.
-    let mut view = run_view(&state, &user.tenant, path.id).await?;
-    for _ in 0..50 {
-        if view.status != "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        view = run_view(&state, &user.tenant, path.id).await?;
-    }
     Ok(AppJson(view))
-}
-
-/// The calls a run outcome waits on.
-pub(crate) fn pending_of(outcome: &RunOutcome) -> Vec<PendingApproval> {
-    match outcome {
-        RunOutcome::AwaitingApproval { pending, .. } => {
-            pending.iter().map(PendingApproval::from).collect()
-        }
-        _ => Vec::new(),
-    }
 }
