@@ -68,7 +68,9 @@ impl TenantPolicy {
     pub fn check(&self) -> AppResult<()> {
         for key in self.tools.keys() {
             let ok = key.split_once('.').is_some_and(|(p, t)| {
-                cairn_audit::PluginId::parse(p).is_ok() && cairn_audit::ToolName::parse(t).is_ok()
+                !t.contains('.')
+                    && cairn_audit::PluginId::parse(p).is_ok()
+                    && cairn_audit::ToolName::parse(t).is_ok()
             });
             if !ok {
                 return Err(AppError::unprocessable(

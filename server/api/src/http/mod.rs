@@ -86,7 +86,8 @@ pub struct Limits {
         (name = "plugins", description = "Installing, configuring and invoking plugins (writes: admin role)."),
         (name = "audit", description = "The audit ledger (auditor role)."),
         (name = "runs", description = "Runs of the reasoning loop: start, follow, approve, cancel (user role)."),
-        (name = "chat", description = "OpenAI-compatible chat completions over the reasoning loop (user role).")
+        (name = "chat", description = "OpenAI-compatible chat completions over the reasoning loop (user role)."),
+        (name = "policy", description = "The tenant's approval policy (admin role; changes are audited).")
     )
 )]
 struct ApiDoc;
@@ -114,6 +115,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::audit::router())
         .merge(routes::runs::router())
         .merge(routes::chat::router())
+        .merge(routes::policy::router())
 }
 
 /// The OpenAPI 3.1 document, generated from the handlers.

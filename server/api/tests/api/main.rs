@@ -7,6 +7,7 @@ mod conformance;
 mod embedded;
 mod helpers;
 mod one_path;
+mod policy;
 mod runs;
 mod security;
 

@@ -5,4 +5,5 @@ pub mod audit;
 pub mod chat;
 pub mod health;
 pub mod plugins;
+pub mod policy;
 pub mod runs;
