@@ -6,6 +6,7 @@ mod chat;
 mod conformance;
 mod embedded;
 mod helpers;
+mod isolation;
 mod one_path;
 mod policy;
 mod runs;

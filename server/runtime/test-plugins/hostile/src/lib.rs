@@ -55,6 +55,13 @@ struct Hostile;
 
 impl Guest for Hostile {
     fn describe() -> Vec<ToolDescriptor> {
+        // A slow describe() when the `describe_delay_ms` setting asks for one: the host's
+        // tests prove that loading one plugin holds up nobody else.
+        if let Some(ms) =
+            cairn::plugin::config::get("describe_delay_ms").and_then(|v| v.parse::<u64>().ok())
+        {
+            wasip2::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+        }
         TOOLS
             .iter()
             .map(|name| ToolDescriptor {
