@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use cairn_scripted_model::{ScriptedServer, Step};
-use cairn_server::package::Package;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -14,37 +13,14 @@ use crate::helpers::{Options, spawn_app_with};
 /// How long the slow plugin's `describe()` takes.
 const DESCRIBE: Duration = Duration::from_millis(2500);
 
-/// The hostile test plugin with a `describe_delay_ms` setting, its tools read-only.
+/// The hostile test plugin with a `describe_delay_ms` setting.
 fn slow_describe_package() -> Vec<u8> {
-    let tools: Vec<Value> = cairn_test_plugins::HOSTILE_TOOLS
-        .iter()
-        .map(|name| {
-            json!({
-                "name": name,
-                "description": format!("hostile {name}"),
-                "input_schema": { "type": "object" },
-                "output_schema": { "type": "object" },
-                "annotations": { "read_only": true },
-            })
-        })
-        .collect();
-    let manifest = json!({
-        "id": "slowpoke",
-        "version": "0.1.0",
-        "publisher": "Cairn API tests",
-        "description": "Takes its time to describe itself.",
-        "tools": tools,
-        "config": { "describe_delay_ms": { "description": "How long describe() sleeps.", "required": false } },
-        "permissions": { "cpu_ms_per_call": 3000 },
-    });
-    let package = Package::new(
-        manifest.to_string(),
-        std::fs::read(cairn_test_plugins::HOSTILE).unwrap(),
-    )
-    .unwrap();
-    let mut bytes = Vec::new();
-    package.write_to(&mut bytes).unwrap();
-    bytes
+    crate::security::hostile_package_with(|manifest| {
+        manifest["id"] = json!("slowpoke");
+        manifest["config"] = json!({
+            "describe_delay_ms": { "description": "How long describe() sleeps.", "required": false }
+        });
+    })
 }
 
 /// Sends `request`: its status, JSON body and how long it took.

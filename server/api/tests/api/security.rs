@@ -30,6 +30,12 @@ fn package(manifest: Value, component: Vec<u8>) -> Vec<u8> {
 
 /// The hostile test plugin, packaged, every tool read-only, CPU budget 3 s.
 fn hostile_package() -> Vec<u8> {
+    hostile_package_with(|_| {})
+}
+
+/// The hostile test plugin, packaged as [`hostile_package`] with `change` made to its
+/// manifest.
+pub fn hostile_package_with(change: impl FnOnce(&mut Value)) -> Vec<u8> {
     let tools: Vec<Value> = cairn_test_plugins::HOSTILE_TOOLS
         .iter()
         .map(|name| {
@@ -42,7 +48,7 @@ fn hostile_package() -> Vec<u8> {
             })
         })
         .collect();
-    let manifest = json!({
+    let mut manifest = json!({
         "id": "hostile",
         "version": "0.1.0",
         "publisher": "Cairn API tests",
@@ -50,6 +56,7 @@ fn hostile_package() -> Vec<u8> {
         "tools": tools,
         "permissions": { "cpu_ms_per_call": 3000 },
     });
+    change(&mut manifest);
     package(
         manifest,
         std::fs::read(cairn_test_plugins::HOSTILE).unwrap(),
