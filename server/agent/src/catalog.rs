@@ -104,29 +104,44 @@ fn check(validator: &Result<Validator, String>, value: &Value, which: &str) -> R
     Err(violations.join("; "))
 }
 
-/// Validators by (plugin, tool), shared by all runs of an [`Agent`](crate::Agent).
+/// How many schema versions of one (plugin, tool) stay compiled: tenants may run
+/// different versions of the same plugin at once, and each must keep its validators
+/// instead of recompiling them on every run that alternates with another tenant's.
+const VERSIONS_KEPT: usize = 4;
+
+/// Validators by (plugin, tool) and schema, shared by all runs (and tenants) of an
+/// [`Agent`](crate::Agent): compiled on a tool's first use, reused by every later run
+/// with the same schemas, and compiled anew when an upgrade changes them.
 #[derive(Default)]
 pub(crate) struct SchemaCache {
-    map: Mutex<HashMap<(String, String), Arc<CompiledSchemas>>>,
+    map: Mutex<HashMap<(String, String), Versions>>,
 }
+
+/// The compiled versions of one tool's schemas, oldest first.
+type Versions = Vec<Arc<CompiledSchemas>>;
 
 impl SchemaCache {
     /// The compiled schemas of `spec`, compiling them on first use or after a change.
     pub(crate) fn get(&self, plugin: &PluginId, spec: &ToolSpec) -> Arc<CompiledSchemas> {
         let key = (plugin.to_string(), spec.name.to_string());
+        let same = |c: &Arc<CompiledSchemas>| {
+            c.input_schema == spec.input_schema && c.output_schema == spec.output_schema
+        };
         {
             let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(c) = map.get(&key)
-                && c.input_schema == spec.input_schema
-                && c.output_schema == spec.output_schema
-            {
+            if let Some(c) = map.get(&key).and_then(|v| v.iter().find(|c| same(c))) {
                 return Arc::clone(c);
             }
         }
         // Compile outside the lock: other runs keep validating meanwhile.
         let compiled = Arc::new(CompiledSchemas::compile(spec));
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.insert(key, Arc::clone(&compiled));
+        let versions = map.entry(key).or_default();
+        versions.retain(|c| !same(c));
+        if versions.len() >= VERSIONS_KEPT {
+            versions.remove(0);
+        }
+        versions.push(Arc::clone(&compiled));
         compiled
     }
 }
@@ -297,5 +312,44 @@ impl Catalog {
     /// The names offered, as the ledger records them.
     pub(crate) fn offered(&self) -> &[LedgerToolName] {
         &self.offered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, max_length: u64) -> ToolSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": name,
+            "description": "d",
+            "input_schema": {"type": "object", "properties": {"t": {"type": "string", "maxLength": max_length}}},
+            "output_schema": {"type": "object"},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn validators_are_reused_per_schema_version_even_when_tenants_alternate() {
+        let cache = SchemaCache::default();
+        let plugin = PluginId::try_from("tasks").unwrap();
+        let (v1, v2) = (spec("add_task", 10), spec("add_task", 20));
+        let first = cache.get(&plugin, &v1);
+        // Another tenant runs another version of the same plugin...
+        let other = cache.get(&plugin, &v2);
+        assert!(!Arc::ptr_eq(&first, &other));
+        // ...and neither recompiles when runs alternate between them.
+        assert!(Arc::ptr_eq(&first, &cache.get(&plugin, &v1)));
+        assert!(Arc::ptr_eq(&other, &cache.get(&plugin, &v2)));
+        assert!(
+            first
+                .check_input(&serde_json::json!({"t": "x".repeat(15)}))
+                .is_err()
+        );
+        assert!(
+            other
+                .check_input(&serde_json::json!({"t": "x".repeat(15)}))
+                .is_ok()
+        );
     }
 }
