@@ -1,5 +1,6 @@
-//! The reasoning loop wired into the server: the configured chat model, the tenant's
-//! enabled plugins as the loop's tools, and the agents that drive runs.
+//! What the server gives the application layer (`cairn_app::App`) to run the loop over:
+//! the configured chat model, tool retrieval, and the tenant's enabled plugins as the
+//! loop's tools.
 //!
 //! - [`LazyEmbedded`] loads the embedded GGUF model on the first model request, on the
 //!   blocking pool: start-up stays instant, and a server whose runs never reach the model

@@ -1,6 +1,6 @@
 //! Runs of the reasoning loop: start, view, decide (approve or deny), cancel, follow.
 //!
-//! Every run is driven on its own task ([`drive`]), so a caller that goes away (an HTTP
+//! Every run is driven on its own task, so a caller that goes away (an HTTP
 //! client hanging up, an MCP session closing) does not abandon a run half-way between
 //! two recorded steps. Another tenant's run id is "not found", exactly like one that does
 //! not exist.
