@@ -46,6 +46,9 @@ const TOOLS: &[&str] = &[
     "kv_get",
     "config_get",
     "log_flood",
+    "huge_result",
+    "huge_error",
+    "huge_log_line",
 ];
 
 /// Incremented by `counter`: a fresh instance per call must always start it at zero.
@@ -117,10 +120,32 @@ impl Guest for Hostile {
                 }
                 json!({ "logged": lines })
             }
+            // Results, errors and log lines of `bytes` bytes, each built in ONE guest
+            // allocation, so the host is the only place a second copy could appear.
+            "huge_result" => return Ok(json_string_of(size(&args))),
+            "huge_error" => return Err(tool_error("huge", "e".repeat(size(&args)))),
+            "huge_log_line" => {
+                let line = "l".repeat(size(&args));
+                cairn::plugin::logging::log(cairn::plugin::logging::Level::Info, &line);
+                json!({ "logged": line.len() })
+            }
             other => return Err(tool_error("unknown_tool", format!("no tool {other}"))),
         };
         Ok(out.to_string())
     }
+}
+
+fn size(args: &Value) -> usize {
+    args["bytes"].as_u64().unwrap_or(1 << 20) as usize
+}
+
+/// A JSON string of exactly `bytes` bytes (quotes included), in one allocation.
+fn json_string_of(bytes: usize) -> String {
+    let mut out = String::with_capacity(bytes.max(2));
+    out.push('"');
+    out.extend(std::iter::repeat_n('x', bytes.saturating_sub(2)));
+    out.push('"');
+    out
 }
 
 fn tool_error(code: &str, message: impl Into<String>) -> ToolError {
