@@ -97,8 +97,25 @@ fn cache_dir() -> &'static Path {
 /// Serialises loads so parallel tests do not all compile the same component at once.
 static LOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The hostile plugin's tools, as its `describe()` returns them (one list for every test).
-use cairn_test_plugins::HOSTILE_TOOLS;
+/// The hostile plugin's tools, as its `describe()` returns them.
+const HOSTILE_TOOLS: &[&str] = &[
+    "noop",
+    "echo",
+    "counter",
+    "infinite_loop",
+    "allocate_forever",
+    "recurse_forever",
+    "huge_output",
+    "fetch",
+    "fetch_many",
+    "panic",
+    "read_file",
+    "read_env",
+    "kv_set",
+    "kv_get",
+    "config_get",
+    "log_flood",
+];
 
 /// The hostile plugin's manifest: every tool read-only (so calls run without approval)
 /// and a short CPU budget so `infinite_loop` is stopped quickly.

@@ -31,9 +31,6 @@ pub const HOSTILE_TOOLS: &[&str] = &[
     "kv_get",
     "config_get",
     "log_flood",
-    "huge_result",
-    "huge_error",
-    "huge_log_line",
 ];
 
 include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));

@@ -46,9 +46,6 @@ const TOOLS: &[&str] = &[
     "kv_get",
     "config_get",
     "log_flood",
-    "huge_result",
-    "huge_error",
-    "huge_log_line",
 ];
 
 /// Incremented by `counter`: a fresh instance per call must always start it at zero.
@@ -78,10 +75,22 @@ impl Guest for Hostile {
             "infinite_loop" => infinite_loop(),
             "allocate_forever" => allocate_forever(),
             "recurse_forever" => json!({ "depth": recurse(0, &mut [0u8; 64]) }),
-            "huge_output" => {
-                let bytes = args["bytes"].as_u64().unwrap_or(1 << 20) as usize;
-                json!({ "data": "x".repeat(bytes) })
-            }
+            // `as` hands the host `bytes` bytes as the raw result, the tool error's
+            // message or one log line, each built in ONE guest allocation, so the host
+            // is the only place a second copy could appear. (Modes of one tool rather
+            // than new tools: worktrees sharing a target dir share this component's file,
+            // and a different tool list would break the others' manifests.)
+            "huge_output" => match args["as"].as_str() {
+                None => json!({ "data": "x".repeat(size(&args)) }),
+                Some("result") => return Ok(json_string_of(size(&args))),
+                Some("error") => return Err(tool_error("huge", "e".repeat(size(&args)))),
+                Some("log") => {
+                    let line = "l".repeat(size(&args));
+                    cairn::plugin::logging::log(cairn::plugin::logging::Level::Info, &line);
+                    json!({ "logged": line.len() })
+                }
+                Some(other) => return Err(tool_error("invalid_input", format!("as: {other}"))),
+            },
             "fetch" => fetch(&args)?,
             "fetch_many" => fetch_many(&args)?,
             "panic" => panic!("hostile plugin panicked on purpose"),
@@ -119,15 +128,6 @@ impl Guest for Hostile {
                     );
                 }
                 json!({ "logged": lines })
-            }
-            // Results, errors and log lines of `bytes` bytes, each built in ONE guest
-            // allocation, so the host is the only place a second copy could appear.
-            "huge_result" => return Ok(json_string_of(size(&args))),
-            "huge_error" => return Err(tool_error("huge", "e".repeat(size(&args)))),
-            "huge_log_line" => {
-                let line = "l".repeat(size(&args));
-                cairn::plugin::logging::log(cairn::plugin::logging::Level::Info, &line);
-                json!({ "logged": line.len() })
             }
             other => return Err(tool_error("unknown_tool", format!("no tool {other}"))),
         };
