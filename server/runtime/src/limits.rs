@@ -88,7 +88,9 @@ pub struct EffectiveLimits {
     /// The most the plugin may hand the host in one transfer: its result (or tool
     /// error), or the arguments of one host function it calls. Checked by wasmtime while
     /// lifting, before anything is copied (the store's hostcall fuel), so a plugin cannot
-    /// make the host allocate more than this for it, whatever its memory cap.
+    /// make the host allocate more than this for it, whatever its memory cap. A KV
+    /// store that accepts values over [`MAX_VALUE_BYTES`](crate::MAX_VALUE_BYTES) would
+    /// see larger writes fail here first.
     pub transfer_bytes: usize,
 }
 
@@ -185,5 +187,31 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 
     fn tables(&self) -> usize {
         16
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_transfer_cap_follows_max_output_bytes_above_its_floor() {
+        let ceilings = HostCeilings::default();
+        let small = Permissions {
+            max_output_bytes: 10_000,
+            ..Permissions::default()
+        };
+        assert_eq!(
+            EffectiveLimits::clamp(&small, &ceilings).transfer_bytes,
+            MIN_TRANSFER_BYTES
+        );
+        // Asking for more than the host's ceiling gets the ceiling, here too.
+        let large = Permissions {
+            max_output_bytes: 64 << 20,
+            ..Permissions::default()
+        };
+        let limits = EffectiveLimits::clamp(&large, &ceilings);
+        assert_eq!(limits.transfer_bytes, 4 << 20);
+        assert_eq!(limits.max_output_bytes, 4 << 20);
     }
 }
