@@ -108,13 +108,21 @@ pub enum CallError {
         /// The total size the refused growth asked for.
         requested_bytes: u64,
     },
-    /// The result is larger than `max_output_bytes`.
-    #[error("output too large: {actual} bytes, over the limit of {limit} bytes (max_output_bytes)")]
+    /// The result (or the tool error in its place) is larger than `max_output_bytes`.
+    #[error(
+        "output too large: {}, over the limit of {limit} bytes (max_output_bytes)",
+        match actual {
+            Some(n) => format!("{n} bytes"),
+            None => "more than the host takes from a plugin at once, refused unread".to_string(),
+        }
+    )]
     OutputTooLarge {
         /// The limit in bytes.
         limit: u64,
-        /// The size the plugin returned.
-        actual: u64,
+        /// The size the plugin returned; `None` when it was over the per-transfer cap
+        /// ([`EffectiveLimits::transfer_bytes`](crate::EffectiveLimits::transfer_bytes))
+        /// and so refused before the host read it.
+        actual: Option<u64>,
     },
     /// The plugin returned something that is not JSON.
     #[error("the plugin returned invalid JSON: {message}")]

@@ -85,18 +85,31 @@ pub struct EffectiveLimits {
     pub log_lines_per_call: u32,
     /// Bytes per log line.
     pub log_line_bytes: usize,
+    /// The most the plugin may hand the host in one transfer: its result (or tool
+    /// error), or the arguments of one host function it calls. Checked by wasmtime while
+    /// lifting, before anything is copied (the store's hostcall fuel), so a plugin cannot
+    /// make the host allocate more than this for it, whatever its memory cap. A KV
+    /// store that accepts values over [`MAX_VALUE_BYTES`](crate::MAX_VALUE_BYTES) would
+    /// see larger writes fail here first.
+    pub transfer_bytes: usize,
 }
+
+/// The per-transfer cap's floor: room for the largest key-value write (a value and its
+/// key) with slack for the other host functions' arguments, so a small `max_output_bytes`
+/// does not make honest imports fail.
+pub(crate) const MIN_TRANSFER_BYTES: usize = crate::kv::MAX_VALUE_BYTES + (64 << 10);
 
 impl EffectiveLimits {
     /// Clamps what the manifest asks for by the host's ceilings.
     pub fn clamp(asked: &Permissions, ceilings: &HostCeilings) -> Self {
+        let max_output_bytes = asked.max_output_bytes.min(ceilings.max_output_bytes);
         Self {
             memory_bytes: u64::from(asked.memory_mib.min(ceilings.memory_mib)) << 20,
             cpu: Duration::from_millis(u64::from(
                 asked.cpu_ms_per_call.min(ceilings.cpu_ms_per_call),
             )),
             wall_clock: Duration::from_millis(u64::from(ceilings.wall_clock_ms_per_call)),
-            max_output_bytes: asked.max_output_bytes.min(ceilings.max_output_bytes),
+            max_output_bytes,
             max_http_response_bytes: asked
                 .max_http_response_bytes
                 .min(ceilings.max_http_response_bytes),
@@ -105,12 +118,14 @@ impl EffectiveLimits {
                 .max_outbound_requests
                 .min(ceilings.max_outbound_requests),
             kv_quota_bytes: asked.kv_quota_bytes.min(ceilings.kv_quota_bytes),
-            max_tool_error_bytes: ceilings.max_tool_error_bytes.min(
-                usize::try_from(asked.max_output_bytes.min(ceilings.max_output_bytes))
-                    .unwrap_or(usize::MAX),
-            ),
+            max_tool_error_bytes: ceilings
+                .max_tool_error_bytes
+                .min(usize::try_from(max_output_bytes).unwrap_or(usize::MAX)),
             log_lines_per_call: ceilings.log_lines_per_call,
             log_line_bytes: ceilings.log_line_bytes,
+            transfer_bytes: usize::try_from(max_output_bytes)
+                .unwrap_or(usize::MAX)
+                .max(MIN_TRANSFER_BYTES),
         }
     }
 }
@@ -172,5 +187,31 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 
     fn tables(&self) -> usize {
         16
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_transfer_cap_follows_max_output_bytes_above_its_floor() {
+        let ceilings = HostCeilings::default();
+        let small = Permissions {
+            max_output_bytes: 10_000,
+            ..Permissions::default()
+        };
+        assert_eq!(
+            EffectiveLimits::clamp(&small, &ceilings).transfer_bytes,
+            MIN_TRANSFER_BYTES
+        );
+        // Asking for more than the host's ceiling gets the ceiling, here too.
+        let large = Permissions {
+            max_output_bytes: 64 << 20,
+            ..Permissions::default()
+        };
+        let limits = EffectiveLimits::clamp(&large, &ceilings);
+        assert_eq!(limits.transfer_bytes, 4 << 20);
+        assert_eq!(limits.max_output_bytes, 4 << 20);
     }
 }

@@ -290,6 +290,10 @@ impl PluginInner {
         );
         let mut store = Store::new(&rt.engine, state);
         store.limiter(|s| &mut s.limiter);
+        // Bounds every string and list the guest hands over (its result, its tool error,
+        // a host function's arguments): wasmtime checks the length against this before it
+        // copies anything, so the host never allocates a payload's size to find it too big.
+        store.set_hostcall_fuel(self.limits.transfer_bytes);
         // Count the ticks the guest is seen running; yield to the executor on each so
         // one busy plugin cannot starve other calls, and stop it at the budget.
         store.set_epoch_deadline(1);
@@ -313,6 +317,8 @@ impl PluginInner {
     ) -> Result<Vec<bindings::ToolDescriptor>, CallError> {
         let _slot = self.runtime.slots.acquire(&ctx.tenant).await?;
         let (mut store, egress) = self.new_store(ctx);
+        // The descriptors carry every tool's schemas: more than one result may hold.
+        store.set_hostcall_fuel(self.limits.transfer_bytes.max(DESCRIBE_TRANSFER_BYTES));
         let run = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
             instance
@@ -345,11 +351,17 @@ impl PluginInner {
         }
     }
 
+    /// Checks a result the host took in: one no larger than the per-transfer cap, so
+    /// this check costs at most that copy. Larger ones never get here (see
+    /// [`transfer_refused`]).
     fn check_output(&self, output: String) -> Result<String, CallError> {
         let limit = self.limits.max_output_bytes;
         let actual = output.len() as u64;
         if actual > limit {
-            return Err(CallError::OutputTooLarge { limit, actual });
+            return Err(CallError::OutputTooLarge {
+                limit,
+                actual: Some(actual),
+            });
         }
         serde_json::from_str::<serde::de::IgnoredAny>(&output).map_err(|e| {
             CallError::InvalidOutput {
@@ -379,6 +391,24 @@ impl PluginInner {
                 requested_bytes: requested,
             };
         }
+        match transfer_refused(trap) {
+            Some(Transfer::Result) => {
+                return CallError::OutputTooLarge {
+                    limit: self.limits.max_output_bytes,
+                    actual: None,
+                };
+            }
+            Some(Transfer::HostCall) => {
+                return CallError::Trap {
+                    message: format!(
+                        "the plugin handed the host more than {} bytes in one call of a host function; \
+                         it was refused unread",
+                        self.limits.transfer_bytes
+                    ),
+                };
+            }
+            None => {}
+        }
         if let Some(refusal) = host_refusal(records) {
             return refusal;
         }
@@ -397,6 +427,37 @@ impl PluginInner {
         }
         CallError::Trap { message }
     }
+}
+
+/// The hostcall fuel of the `describe()` call at load: its descriptors hold every tool's
+/// schemas, so it may be larger than one call's result.
+const DESCRIBE_TRANSFER_BYTES: usize = 16 << 20;
+
+/// Which transfer from the guest the host refused for its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transfer {
+    /// The export's return value: the result or the tool error.
+    Result,
+    /// The arguments of a host function the guest called.
+    HostCall,
+}
+
+/// Whether `trap` is wasmtime refusing a transfer over the store's hostcall fuel, and
+/// which one.
+///
+/// wasmtime reports the refusal as an error of a private type, so it is recognised by its
+/// text. Where it came from is told by the backtrace: an import's arguments are lifted
+/// while guest frames are on the stack, and the error unwinds through them and carries
+/// their `WasmBacktrace`; the export's result is lifted after the guest returned, with no
+/// guest frame left. Both cases are pinned by the hostile plugin's tests.
+fn transfer_refused(trap: &wasmtime::Error) -> Option<Transfer> {
+    if !chain(trap).contains("fuel allocated for hostcalls has been exhausted") {
+        return None;
+    }
+    Some(match trap.downcast_ref::<wasmtime::WasmBacktrace>() {
+        Some(_) => Transfer::HostCall,
+        None => Transfer::Result,
+    })
 }
 
 /// The longest error code kept; codes are meant to be short identifiers.

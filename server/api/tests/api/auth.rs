@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use cairn_scripted_model::{ScriptedCall, ScriptedServer, Step};
-use cairn_server::config::{AuthConfig, OidcConfig};
+use cairn_server::config::{AgentSettings, AuthConfig, OidcConfig};
 use futures::future::join_all;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -81,29 +81,56 @@ async fn tokens_keep_verifying_while_the_issuer_is_stopped() {
     oidc.thaw();
 }
 
+/// How many times `count` tokens with made-up key ids, sent one after another (so no
+/// fetch in progress hides the next), make `app` fetch the issuer's keys.
+async fn fetches_for_made_up_kids(app: &TestApp, count: usize) -> u64 {
+    let oidc = app.oidc.as_ref().unwrap();
+    let token = oidc.token("acme-user").await;
+    assert_eq!(list_all(app, &[token]).await.0, [200]);
+    let before = oidc.jwks_fetches().await;
+    for i in 0..count {
+        let forged = oidc
+            .mint_with(oidc.claims(), Some("at+jwt"), Some(&format!("kid-{i}")))
+            .await;
+        assert_eq!(list_all(app, &[forged]).await.0, [401]);
+    }
+    oidc.jwks_fetches().await - before
+}
+
 /// Tokens with random key ids make the keys be fetched at most once per
 /// `jwks_min_refetch_seconds`, however many arrive.
 #[tokio::test]
 async fn made_up_key_ids_refetch_the_keys_at_most_once_per_interval() {
     let app = oidc_app(|c| c.jwks_min_refetch_seconds = 300, None).await;
+    let fetched = fetches_for_made_up_kids(&app, 20).await;
+    assert!(
+        fetched <= 1,
+        "20 made-up key ids fetched the keys {fetched} times"
+    );
+    // At once, too.
     let oidc = app.oidc.as_ref().unwrap();
-    let token = oidc.token("acme-user").await;
-    assert_eq!(list_all(&app, &[token]).await.0, [200]);
     let before = oidc.jwks_fetches().await;
     let mut forged = Vec::new();
     for i in 0..20 {
         forged.push(
-            oidc.mint_with(oidc.claims(), Some("at+jwt"), Some(&format!("kid-{i}")))
-                .await,
+            oidc.mint_with(
+                oidc.claims(),
+                Some("at+jwt"),
+                Some(&format!("kid-at-once-{i}")),
+            )
+            .await,
         );
     }
     let (statuses, _) = list_all(&app, &forged).await;
     assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
     let fetched = oidc.jwks_fetches().await - before;
-    assert!(
-        fetched <= 1,
-        "20 made-up key ids fetched the keys {fetched} times"
-    );
+    assert!(fetched <= 1, "20 at once fetched the keys {fetched} times");
+
+    // Negative control: with no minimum interval each made-up key id refetches the keys
+    // (the attack works), so the bound above is the interval's doing.
+    let app = oidc_app(|c| c.jwks_min_refetch_seconds = 0, None).await;
+    let fetched = fetches_for_made_up_kids(&app, 20).await;
+    assert!(fetched >= 10, "without the interval: {fetched} fetches");
 }
 
 /// An ID token is signed by the same issuer and may carry a matching `aud`; without the
@@ -273,6 +300,40 @@ async fn only_the_owner_or_an_approver_decides_or_cancels_a_run() {
     assert_eq!(response.status(), 200);
     let run: Value = response.json().await.unwrap();
     assert_eq!(run["status"], "cancelled", "{run}");
+
+    // Negative control: a policy that makes every user an approver lets mallory decide
+    // alice's run (the attack), so the 403s above come from the ownership rule.
+    let policy = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(policy.path(), r#"{ "approver_roles": ["user"] }"#).unwrap();
+    let model = ScriptedServer::start([add("c"), Step::text("Added c.")]).await;
+    let app = spawn_app_with(Options {
+        oidc: true,
+        model_url: Some(model.url()),
+        agent: AgentSettings {
+            approval_policy: Some(policy.path().to_owned()),
+            ..AgentSettings::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let admin = token_for(&app, "root", &["admin"]).await;
+    app.install_tasks(Some(&admin)).await;
+    let alice = token_for(&app, "alice", &["user"]).await;
+    let mallory = token_for(&app, "mallory", &["user"]).await;
+    let response = post(&app, "/v1/runs", &alice, json!({ "message": "add c" })).await;
+    let run: Value = response.json().await.unwrap();
+    let (id, call) = (
+        run["id"].as_str().unwrap(),
+        run["pending_approvals"][0]["call_id"].as_str().unwrap(),
+    );
+    let response = post(
+        &app,
+        &format!("/v1/runs/{id}/approvals"),
+        &mallory,
+        json!({ "decisions": [{ "call_id": call, "approve": true }] }),
+    )
+    .await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
 }
 
 /// A subject of 252–256 characters is a valid user; `user:<sub>` used to be too long for

@@ -725,7 +725,9 @@ async fn secret_settings_are_write_only_and_sealed_at_rest() {
     assert_eq!(shown["config"], json!({"region": "us"}), "{shown}");
     assert_eq!(shown["secrets_set"], json!(["api_key"]));
     // Left out, a secret keeps its value; it still loads (opens) when enabled.
-    let shown = put(json!({"region": "eu"})).await;
+    // The plain setting's value is the control: the searches below find it.
+    const PLAIN: &str = "plain-region-value-7f3a";
+    let shown = put(json!({ "region": PLAIN })).await;
     assert_eq!(shown["secrets_set"], json!(["api_key"]));
     let response = app
         .client
@@ -751,15 +753,25 @@ async fn secret_settings_are_write_only_and_sealed_at_rest() {
             .await
             .unwrap();
         assert!(!body.contains(SECRET), "{path} shows the secret: {body}");
+        if path.ends_with(&id) {
+            assert!(
+                body.contains(PLAIN),
+                "the control: {path} shows plain values"
+            );
+        }
     }
     let db = std::fs::read(app.data_dir.path().join("ledger.db")).unwrap();
     let wal = std::fs::read(app.data_dir.path().join("ledger.db-wal")).unwrap_or_default();
-    for bytes in [db, wal] {
-        assert!(
-            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
-            "the secret is stored in the clear"
-        );
-    }
+    let stored = |value: &str| {
+        [&db, &wal]
+            .iter()
+            .any(|bytes| bytes.windows(value.len()).any(|w| w == value.as_bytes()))
+    };
+    assert!(!stored(SECRET), "the secret is stored in the clear");
+    assert!(
+        stored(PLAIN),
+        "the control: plain values are found in the files"
+    );
     let actions = get_json(&app, "/v1/audit/steps?kind=admin_action").await;
     let config = &actions["steps"][1]["step"];
     assert_eq!(config["action"], "plugin.config");

@@ -121,6 +121,21 @@ async fn install_refuses_manifests_outside_the_egress_ceiling_naming_the_rule() 
         .install(&tasks_with_hosts(&["https://api.example.com"]), None)
         .await;
     assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+
+    // Negative control: with no denied ranges the same manifests install (only Cairn's
+    // own address stays denied, always), so the refusals above are the ceiling's.
+    let open = spawn_app_with(Options {
+        configure: |config| config.egress.denied_ranges = Vec::new(),
+        ..Options::default()
+    })
+    .await;
+    let response = open
+        .install(
+            &tasks_with_hosts(&["http://169.254.169.254", "http://10.0.0.5:8000"]),
+            None,
+        )
+        .await;
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
 }
 
 #[tokio::test]
@@ -413,4 +428,30 @@ async fn calls_past_the_tenants_share_get_429_with_retry_after() {
     // Then calls go through again.
     let response = app.invoke(&id, "noop", json!({}), None).await;
     assert_eq!(response.status(), 200);
+
+    // Negative control: with a share of 3 the same three calls all run (each stopped at
+    // its CPU budget); none is refused, so the 429s above are the share's doing.
+    let roomy = spawn_app_with(Options {
+        configure: |config| {
+            config.max_concurrent_calls = 3;
+            config.max_concurrent_calls_per_tenant = 3;
+            config.call_wait_ms = 200;
+        },
+        ..Options::default()
+    })
+    .await;
+    let response = roomy.install(&hostile_package(), None).await;
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    roomy
+        .request(Method::POST, &format!("/v1/plugins/{id}/enable"), None)
+        .send()
+        .await
+        .unwrap();
+    let calls = (0..3).map(|_| roomy.invoke(&id, "infinite_loop", json!({}), None));
+    for response in futures::future::join_all(calls).await {
+        assert_ne!(response.status(), 429);
+    }
 }

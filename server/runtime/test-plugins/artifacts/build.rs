@@ -49,15 +49,32 @@ fn main() {
     }
 
     let wasm_dir = guest_target.join("wasm32-wasip2").join("plugin");
-    let wasm = |package: &str| wasm_dir.join(format!("{}.wasm", package.replace('-', "_")));
+    let file_name = |package: &str| format!("{}.wasm", package.replace('-', "_"));
+    // The tests read copies in OUT_DIR, not the files cargo leaves in the guest target
+    // dir: that dir is shared by every clone or worktree building with the same
+    // CARGO_TARGET_DIR, and the file at one path is whichever clone built last (a test
+    // would run another branch's plugin). OUT_DIR is this build's own.
+    let wasm = |package: &str| out_dir.join(file_name(package));
 
     // One cargo invocation for every guest: they share most of their dependencies.
     let mut packages = vec![HOSTILE];
     packages.extend(EXAMPLES.iter().map(|(package, _)| *package));
+    std::fs::create_dir_all(&guest_target).unwrap();
+    // Held across the build and the copy, so another clone's build script (of this
+    // version) cannot replace the files in between.
+    let lock = std::fs::File::create(guest_target.join(".cairn-guests.lock")).unwrap();
+    lock.lock().unwrap();
     assert!(
         cargo_build(&root, &guest_target, &packages),
         "building the test and example plugins for wasm32-wasip2 failed; see the output above"
     );
+    for package in &packages {
+        let built = wasm_dir.join(file_name(package));
+        if built.exists() {
+            std::fs::copy(&built, wasm(package)).unwrap();
+        }
+    }
+    drop(lock);
     let mut code = String::new();
     writeln!(
         code,

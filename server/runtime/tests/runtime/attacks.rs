@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use cairn_runtime::{CallError, TimeoutKind};
 use serde_json::{Value, json};
 
+use crate::heap;
 use crate::helpers::{alice, contained, hostile};
 
 fn limits() -> Value {
@@ -84,12 +85,90 @@ async fn oversized_output_is_refused() {
     let (_rt, plugin) = hostile(limits()).await;
     let failure = contained(&plugin, "huge_output", json!({ "bytes": 100_000 }), false).await;
     match failure.error {
-        CallError::OutputTooLarge { limit, actual } => {
+        CallError::OutputTooLarge {
+            limit,
+            actual: Some(actual),
+        } => {
+            // Under the per-transfer cap: taken in, measured, refused.
             assert_eq!(limit, 10_000);
             assert!(actual > 100_000, "{actual}");
         }
         other => panic!("expected OutputTooLarge, got {other:?}"),
     }
+}
+
+/// What the hostile plugin hands the host in one piece: 40 MiB, ten times the host's
+/// default output ceiling and far over this plugin's `max_output_bytes`.
+const HUGE: usize = 40 << 20;
+
+/// Limits under which the guest can build [`HUGE`] bytes in its own memory.
+fn huge_limits() -> Value {
+    json!({ "cpu_ms_per_call": 5_000, "memory_mib": 64, "max_output_bytes": 10_000 })
+}
+
+/// Has the hostile plugin hand the host [`HUGE`] bytes `what` (`result`, `error` or
+/// `log`, one guest allocation each), contained, and returns the failure with the largest
+/// host allocation made meanwhile.
+async fn hand_over_huge(what: &str) -> (cairn_runtime::CallFailure, usize) {
+    let (_rt, plugin) = hostile(huge_limits()).await;
+    let args = json!({ "bytes": HUGE, "as": what });
+    heap::reset();
+    let failure = contained(&plugin, "huge_output", args, false).await;
+    (failure, heap::largest())
+}
+
+/// The host may copy at most its per-transfer cap (1 MiB and a little for this plugin)
+/// out of a guest; a copy of the whole payload would be one allocation of [`HUGE`] bytes.
+fn assert_not_copied(what: &str, largest: usize) {
+    eprintln!("{what}: largest host allocation {largest} bytes for a {HUGE}-byte payload");
+    assert!(
+        largest < HUGE / 8,
+        "{what}: the host made a {largest}-byte allocation for a {HUGE}-byte payload"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_result_is_refused_before_the_host_copies_it() {
+    let (failure, largest) = hand_over_huge("result").await;
+    match &failure.error {
+        CallError::OutputTooLarge { limit, actual } => {
+            assert_eq!((*limit, *actual), (10_000, None));
+        }
+        other => panic!("expected OutputTooLarge, got {other:?}"),
+    }
+    assert!(
+        failure.error.to_string().contains("refused unread"),
+        "{}",
+        failure.error
+    );
+    assert_not_copied("result", largest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_tool_error_is_refused_before_the_host_copies_it() {
+    let (failure, largest) = hand_over_huge("error").await;
+    // The tool error is the call's result (`result<string, tool-error>`): too large to
+    // take in, it fails the call like an oversized result, and nothing of it is kept.
+    match &failure.error {
+        CallError::OutputTooLarge { limit, .. } => assert_eq!(*limit, 10_000),
+        other => panic!("expected OutputTooLarge, got {other:?}"),
+    }
+    assert_not_copied("error", largest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_log_line_is_refused_before_the_host_copies_it() {
+    let (failure, largest) = hand_over_huge("log").await;
+    match &failure.error {
+        CallError::Trap { message } => {
+            assert!(
+                message.contains("in one call of a host function"),
+                "{message}"
+            )
+        }
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    assert_not_copied("log", largest);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use cairn_runtime::{
     CallContext, CallError, CallFailure, CallOutcome, CeilingRule, EgressCeiling, EgressDenial,
-    EgressVerdict, Plugin, RuntimeConfig, SlotScope,
+    EgressVerdict, HostCeilings, Plugin, RuntimeConfig, SlotScope,
 };
 use serde_json::json;
 
-use crate::helpers::{TestServer, alice, default_config, load_hostile, runtime};
+use crate::helpers::{TestServer, alice, default_config, load_hostile, runtime, test_ceilings};
 
 async fn fetch(plugin: &Plugin, url: &str) -> Result<CallOutcome, CallFailure> {
     plugin
@@ -50,6 +50,15 @@ async fn the_ceiling_refuses_an_address_the_manifest_names_and_nothing_is_sent()
         failure.error
     );
     assert!(server.seen().is_empty(), "the request reached the server");
+
+    // Negative control: without the ceiling the same manifest reaches the address (the
+    // attack works, so the refusal above is the ceiling's doing).
+    let rt = runtime(with_ceiling(EgressCeiling::unrestricted()));
+    let plugin = load_hostile(&rt, json!({ "outbound_hosts": [server.origin()] })).await;
+    fetch(&plugin, &url)
+        .await
+        .expect("reached without a ceiling");
+    assert_eq!(server.seen().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,6 +174,20 @@ async fn a_huge_tool_error_message_is_cut_to_the_host_limit() {
         }
         other => panic!("expected a tool error, got {other:?}"),
     }
+
+    // Negative control: with the cap lifted the whole message comes through.
+    let rt = runtime(RuntimeConfig {
+        ceilings: HostCeilings {
+            max_tool_error_bytes: usize::MAX,
+            ..test_ceilings()
+        },
+        ..default_config()
+    });
+    let plugin = load_hostile(&rt, json!({})).await;
+    match fetch(&plugin, &url).await.unwrap_err().error {
+        CallError::Tool { message, .. } => assert!(message.len() > 200_000, "{}", message.len()),
+        other => panic!("expected a tool error, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,4 +244,43 @@ async fn a_flooding_tenant_gets_busy_while_another_tenant_is_served() {
         busy, 4,
         "only the tenant's share may run; the rest wait and are refused"
     );
+
+    // Negative control: with a tenant's share as large as the host's pool, the flood
+    // takes every slot and the other tenant is refused after its wait.
+    let rt = runtime(RuntimeConfig {
+        max_concurrent_calls: 4,
+        max_concurrent_calls_per_tenant: 4,
+        call_wait: Duration::from_millis(200),
+        ..default_config()
+    });
+    let plugin = load_hostile(&rt, json!({ "cpu_ms_per_call": 1500 })).await;
+    let flood: Vec<_> = (0..4)
+        .map(|_| {
+            let plugin = plugin.clone();
+            tokio::spawn(async move {
+                plugin
+                    .call(&CallContext::new("flood", "mallory"), "infinite_loop", "{}")
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let failure = plugin
+        .call(&CallContext::new("acme", "bob"), "echo", "{}")
+        .await
+        .expect_err("without a per-tenant share the other tenant waits and is refused");
+    assert!(
+        matches!(
+            failure.error,
+            CallError::Busy {
+                scope: SlotScope::Host,
+                ..
+            }
+        ),
+        "{:?}",
+        failure.error
+    );
+    for call in flood {
+        let _ = call.await.unwrap();
+    }
 }

@@ -7,4 +7,5 @@ mod capabilities;
 mod ceiling;
 mod egress;
 mod examples;
+mod heap;
 mod helpers;

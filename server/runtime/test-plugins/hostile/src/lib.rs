@@ -82,10 +82,22 @@ impl Guest for Hostile {
             "infinite_loop" => infinite_loop(),
             "allocate_forever" => allocate_forever(),
             "recurse_forever" => json!({ "depth": recurse(0, &mut [0u8; 64]) }),
-            "huge_output" => {
-                let bytes = args["bytes"].as_u64().unwrap_or(1 << 20) as usize;
-                json!({ "data": "x".repeat(bytes) })
-            }
+            // `as` hands the host `bytes` bytes as the raw result, the tool error's
+            // message or one log line, each built in ONE guest allocation, so the host
+            // is the only place a second copy could appear. (Modes of one tool rather
+            // than new tools: worktrees sharing a target dir share this component's file,
+            // and a different tool list would break the others' manifests.)
+            "huge_output" => match args["as"].as_str() {
+                None => json!({ "data": "x".repeat(size(&args)) }),
+                Some("result") => return Ok(json_string_of(size(&args))),
+                Some("error") => return Err(tool_error("huge", "e".repeat(size(&args)))),
+                Some("log") => {
+                    let line = "l".repeat(size(&args));
+                    cairn::plugin::logging::log(cairn::plugin::logging::Level::Info, &line);
+                    json!({ "logged": line.len() })
+                }
+                Some(other) => return Err(tool_error("invalid_input", format!("as: {other}"))),
+            },
             "fetch" => fetch(&args)?,
             "fetch_many" => fetch_many(&args)?,
             "panic" => panic!("hostile plugin panicked on purpose"),
@@ -128,6 +140,19 @@ impl Guest for Hostile {
         };
         Ok(out.to_string())
     }
+}
+
+fn size(args: &Value) -> usize {
+    args["bytes"].as_u64().unwrap_or(1 << 20) as usize
+}
+
+/// A JSON string of exactly `bytes` bytes (quotes included), in one allocation.
+fn json_string_of(bytes: usize) -> String {
+    let mut out = String::with_capacity(bytes.max(2));
+    out.push('"');
+    out.extend(std::iter::repeat_n('x', bytes.saturating_sub(2)));
+    out.push('"');
+    out
 }
 
 fn tool_error(code: &str, message: impl Into<String>) -> ToolError {
