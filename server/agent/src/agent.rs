@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use cairn_audit::{
-    Actor, ApprovalOutcome, ConversationId, LedgerError, NewRun, Run, RunId, RunStatus, StepKind,
-    TenantId, UserId,
+    Actor, ApprovalOutcome, ConversationId, Hash, LedgerError, NewRun, Run, RunId, RunStatus,
+    StepKind, TenantId, UserId,
 };
 use chrono::Utc;
 use tokio::sync::watch;
@@ -118,6 +118,13 @@ pub struct ApprovalDecision {
     pub by: UserId,
     /// Why, if they said (recorded, and told to the model on denial).
     pub reason: Option<String>,
+    /// The SHA-256 of the canonical arguments the person was shown
+    /// ([`PendingCall::arguments_sha256`]), if their client sent it: a decision on other
+    /// arguments than the pending call's is refused ([`AgentError::ArgumentsMismatch`]).
+    /// Without it the decision is taken to be on the pending call as recorded. Either
+    /// way that hash is recorded with the decision and an approved call runs only with
+    /// arguments that hash to it.
+    pub arguments_sha256: Option<Hash>,
 }
 
 /// Who asks to decide or stop a run. A run belongs to the user who started it: only they,
@@ -486,6 +493,7 @@ impl Agent {
                                 decided_at: Utc::now(),
                                 decision: ApprovalOutcome::Approve,
                                 reason: Some("the caller invoked the tool directly".into()),
+                                arguments_sha256: Some(p.arguments_sha256),
                             },
                         )
                         .await?;
@@ -592,6 +600,7 @@ impl Agent {
                                 ApprovalOutcome::Deny
                             },
                             reason: d.reason.clone(),
+                            arguments_sha256: Some(p.arguments_sha256),
                         },
                     )
                     .await?;
@@ -846,6 +855,18 @@ fn match_decisions(
             run,
             missing: missing.join(", "),
         });
+    }
+    for p in pending {
+        if let Some(decided) = by_id.get(&p.call_id).and_then(|d| d.arguments_sha256)
+            && decided != p.arguments_sha256
+        {
+            return Err(AgentError::ArgumentsMismatch {
+                run,
+                call_id: p.call_id.clone(),
+                pending: p.arguments_sha256.to_hex(),
+                decided: decided.to_hex(),
+            });
+        }
     }
     Ok(pending
         .iter()

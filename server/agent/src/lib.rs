@@ -31,6 +31,8 @@
 //!             approve: true,
 //!             by: UserId::parse("alice").unwrap(),
 //!             reason: None,
+//!             // What the approver was shown: a decision on other arguments is refused.
+//!             arguments_sha256: Some(p.arguments_sha256),
 //!         })
 //!         .collect();
 //!     let owner = Caller::user(UserId::parse("alice").unwrap(), Vec::<String>::new());

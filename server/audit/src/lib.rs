@@ -48,7 +48,7 @@ mod step;
 pub mod transparency;
 mod verify;
 
-pub use canonical::{Hash, canonical_json};
+pub use canonical::{Hash, arguments_sha256, canonical_json};
 pub use error::{LedgerError, Result};
 pub use ids::{Actor, ConversationId, PluginId, RunId, TenantId, ToolName, UserId};
 pub use ledger::{Backend, Database, Ledger, LedgerOptions, open};
