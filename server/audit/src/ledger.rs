@@ -140,6 +140,23 @@ pub trait Ledger: Send + Sync {
         Err(unsupported("seal_hashes"))
     }
 
+    /// The chain hashes of `tenant`'s seals from position `from` on, with their positions,
+    /// in order: what a tree kept between requests grows by. The default reads them all.
+    async fn seal_hashes_from(
+        &self,
+        tenant: &TenantId,
+        from: u64,
+    ) -> Result<Vec<(u64, crate::Hash)>> {
+        Ok(self
+            .seal_hashes(tenant)
+            .await?
+            .into_iter()
+            .zip(0u64..)
+            .skip_while(|(_, i)| *i < from)
+            .map(|(h, i)| (i, h))
+            .collect())
+    }
+
     /// The seals of one run: its `run_opened` record and, once it ended, its `run` seal.
     async fn run_seals(&self, tenant: &TenantId, run: RunId) -> Result<Vec<SealEntry>> {
         let _ = (tenant, run);

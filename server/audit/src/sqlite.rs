@@ -739,6 +739,14 @@ impl Ledger for SqliteLedger {
         crate::seal_store::sqlite_seal_hashes(&self.pool, tenant).await
     }
 
+    async fn seal_hashes_from(
+        &self,
+        tenant: &TenantId,
+        from: u64,
+    ) -> Result<Vec<(u64, crate::Hash)>> {
+        crate::seal_store::sqlite_seal_hashes_from(&self.pool, tenant, from).await
+    }
+
     async fn run_seals(
         &self,
         tenant: &TenantId,
