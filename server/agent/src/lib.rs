@@ -61,9 +61,10 @@ mod run;
 mod runtime_tools;
 mod selection;
 mod settings;
+mod state;
 mod tools;
 
-pub use agent::{Agent, ApprovalDecision, Caller, InvokeTool, RunInfo, RunOutcome, StartRun};
+pub use agent::{ApprovalDecision, Caller, InvokeTool, RunInfo, StartRun};
 pub use config::{AgentConfig, AgentDeps};
 pub use error::{AgentError, Result};
 pub use policy::{ApprovalMode, ApprovalPolicy, Gate, TenantApprovalPolicy};
@@ -72,6 +73,7 @@ pub use replay::PendingCall;
 pub use runtime_tools::RuntimeTools;
 pub use selection::{RetrievalConfig, RetrievalSelector, ToolSelection, ToolSelector};
 pub use settings::{CLIENT_PLUGIN, RunSettings};
+pub use state::{Agent, RunOutcome};
 pub use tools::{
     AvailableTool, PolicyRecord, ToolExecution, ToolExecutor, ToolFailure, ToolInvocation,
 };

@@ -23,12 +23,12 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::agent::{Agent, CancelRequest, RunOutcome};
 use crate::catalog::{Catalog, Entry};
 use crate::error::{AgentError, Result};
 use crate::policy::Gate;
 use crate::replay::{CallResult, PendingCall, Transcript};
 use crate::settings::{CLIENT_PLUGIN, RunSettings};
+use crate::state::{Agent, CancelRequest, RunOutcome};
 use crate::tools::{ToolExecution, ToolInvocation};
 
 /// Why a run stopped before its next action.
