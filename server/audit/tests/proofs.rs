@@ -6,11 +6,13 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cairn_audit::checkpoint::{self, CheckpointSigner, VerifiedCheckpoint};
 use cairn_audit::merkle::check_inclusion;
 use cairn_audit::transparency::{Transparency, check_tree_against, verify_consistency};
 use cairn_audit::*;
+use chrono::{DateTime, Utc};
 use common::*;
 
 const KEY_NAME: &str = "cairn.test/audit";
@@ -138,5 +140,105 @@ async fn proofs_served_while_others_append_verify() {
     }
     let last = s.publish().await;
     s.check_all(&h, &last).await;
+    h.cleanup().await;
+}
+
+/// Forwards to a ledger and counts the seal hashes read through it.
+struct Counting {
+    inner: Arc<dyn Ledger>,
+    seals_read: AtomicU64,
+}
+
+impl Counting {
+    fn take(&self) -> u64 {
+        self.seals_read.swap(0, Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl Ledger for Counting {
+    fn backend(&self) -> Backend {
+        self.inner.backend()
+    }
+    fn database(&self) -> Database {
+        self.inner.database()
+    }
+    async fn start_run(&self, new: NewRun) -> Result<Run> {
+        self.inner.start_run(new).await
+    }
+    async fn append(&self, tenant: &TenantId, run: RunId, step: NewStep) -> Result<StepRecord> {
+        self.inner.append(tenant, run, step).await
+    }
+    async fn run(&self, tenant: &TenantId, run: RunId) -> Result<Run> {
+        self.inner.run(tenant, run).await
+    }
+    async fn trail(&self, tenant: &TenantId, run: RunId) -> Result<Vec<StepRecord>> {
+        self.inner.trail(tenant, run).await
+    }
+    async fn query(&self, query: &StepQuery) -> Result<StepPage> {
+        self.inner.query(query).await
+    }
+    async fn verify(
+        &self,
+        tenant: Option<&TenantId>,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<VerifyReport> {
+        self.inner.verify(tenant, from, to).await
+    }
+    async fn seal_hashes(&self, tenant: &TenantId) -> Result<Vec<Hash>> {
+        let hashes = self.inner.seal_hashes(tenant).await?;
+        self.seals_read
+            .fetch_add(hashes.len() as u64, Ordering::SeqCst);
+        Ok(hashes)
+    }
+    async fn seal_hashes_from(&self, tenant: &TenantId, from: u64) -> Result<Vec<(u64, Hash)>> {
+        let hashes = self.inner.seal_hashes_from(tenant, from).await?;
+        self.seals_read
+            .fetch_add(hashes.len() as u64, Ordering::SeqCst);
+        Ok(hashes)
+    }
+    async fn run_seals(&self, tenant: &TenantId, run: RunId) -> Result<Vec<SealEntry>> {
+        self.inner.run_seals(tenant, run).await
+    }
+    async fn store_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<()> {
+        self.inner.store_checkpoint(checkpoint).await
+    }
+    async fn latest_checkpoint(&self, tenant: &TenantId) -> Result<Option<StoredCheckpoint>> {
+        self.inner.latest_checkpoint(tenant).await
+    }
+    async fn tenants(&self) -> Result<Vec<TenantId>> {
+        self.inner.tenants().await
+    }
+}
+
+/// The point of keeping the tree: after the first request, a proof or checkpoint reads
+/// the tree's last seal (to check it is unchanged) and the seals added since, not every
+/// seal of the tenant. (Before, each read them all: 6, then 6, then 8 here.)
+#[tokio::test]
+async fn a_proof_reads_only_the_seals_added_since_the_last_one() {
+    let h = Harness::sqlite().await;
+    let counting = Arc::new(Counting {
+        inner: h.ledger.clone(),
+        seals_read: AtomicU64::new(0),
+    });
+    let (secret, _) = checkpoint::generate_key(KEY_NAME);
+    let server = Transparency::new(
+        counting.clone(),
+        Some(CheckpointSigner::from_key(&secret).unwrap()),
+    );
+    let t = tenant("acme");
+    for n in [2, 3, 4] {
+        finished_run(&*h.ledger, "acme", "alice", n).await;
+    }
+    server.inclusion(&t, 0, 6).await.unwrap();
+    assert_eq!(counting.take(), 6, "the first request reads the tree");
+    server.inclusion(&t, 3, 6).await.unwrap();
+    assert_eq!(counting.take(), 1, "then only the last seal, unchanged");
+    finished_run(&*h.ledger, "acme", "bob", 2).await;
+    server.inclusion(&t, 7, 8).await.unwrap();
+    assert_eq!(counting.take(), 3, "the last seal and the two new ones");
+    server.publish(&t).await.unwrap();
+    assert_eq!(counting.take(), 1);
     h.cleanup().await;
 }
