@@ -1,27 +1,22 @@
-//! [`Agent`]: the public face of the loop. `start` a run, `resume` it with approval
+//! What [`Agent`] does with runs, its public face: `start` a run, `resume` it with approval
 //! decisions (in this process or any other over the same ledger), `cancel` it, ask its
 //! `run_status`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
 
 use cairn_audit::{
-    Actor, ApprovalOutcome, ConversationId, LedgerError, NewRun, Run, RunId, RunStatus, StepKind,
-    TenantId, UserId,
+    Actor, ApprovalOutcome, ConversationId, Hash, LedgerError, NewRun, Run, RunId, RunStatus,
+    StepKind, TenantId, UserId,
 };
 use chrono::Utc;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::catalog::{Catalog, SchemaCache};
-use crate::config::{AgentConfig, AgentDeps};
+use crate::catalog::Catalog;
 use crate::error::{AgentError, Result};
-use crate::policy::ApprovalPolicy;
 use crate::replay::{PendingCall, Transcript};
 use crate::run::{Actors, RunCtx, planned_from_pending};
-use crate::selection::ToolSelector;
 use crate::settings::RunSettings;
-use crate::tools::{ToolExecution, ToolInvocation};
+use crate::state::{ActiveGuard, Agent, CancelRequest, RunOutcome};
 
 /// A request to start a run.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,52 +56,6 @@ pub struct InvokeTool {
     pub approved_by_caller: bool,
 }
 
-/// How far a call to [`Agent::start`] or [`Agent::resume`] got. Nothing is held open in
-/// any case: a paused run lives only in the ledger until it is resumed.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RunOutcome {
-    /// The model answered; the run is sealed.
-    Completed {
-        /// The run.
-        run_id: RunId,
-        /// The answer.
-        answer: String,
-    },
-    /// Calls wait for a person's approval; resume with [`Agent::resume`].
-    AwaitingApproval {
-        /// The run.
-        run_id: RunId,
-        /// The calls to decide.
-        pending: Vec<PendingCall>,
-    },
-    /// The run failed (model error, step budget, deadline); the failure is recorded.
-    Failed {
-        /// The run.
-        run_id: RunId,
-        /// `error.type`, e.g. `step_budget_exhausted`, `deadline_exceeded`, `model_timeout`.
-        error_type: String,
-        /// What happened.
-        message: String,
-    },
-    /// The run was cancelled; the cancellation is recorded.
-    Cancelled {
-        /// The run.
-        run_id: RunId,
-    },
-}
-
-impl RunOutcome {
-    /// The run this outcome is about.
-    pub fn run_id(&self) -> RunId {
-        match self {
-            RunOutcome::Completed { run_id, .. }
-            | RunOutcome::AwaitingApproval { run_id, .. }
-            | RunOutcome::Failed { run_id, .. }
-            | RunOutcome::Cancelled { run_id } => *run_id,
-        }
-    }
-}
-
 /// A person's decision on one pending call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApprovalDecision {
@@ -118,6 +67,13 @@ pub struct ApprovalDecision {
     pub by: UserId,
     /// Why, if they said (recorded, and told to the model on denial).
     pub reason: Option<String>,
+    /// The SHA-256 of the canonical arguments the person was shown
+    /// ([`PendingCall::arguments_sha256`]), if their client sent it: a decision on other
+    /// arguments than the pending call's is refused ([`AgentError::ArgumentsMismatch`]).
+    /// Without it the decision is taken to be on the pending call as recorded. Either
+    /// way that hash is recorded with the decision and an approved call runs only with
+    /// arguments that hash to it.
+    pub arguments_sha256: Option<Hash>,
 }
 
 /// Who asks to decide or stop a run. A run belongs to the user who started it: only they,
@@ -181,115 +137,7 @@ pub struct RunInfo {
 /// The model a direct invocation's run records: no model takes part.
 pub const DIRECT_INVOKE_MODEL: &str = "direct-invoke";
 
-/// A request to stop a run, carried to the task driving it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct CancelRequest {
-    pub by: Actor,
-    pub reason: Option<String>,
-}
-
-/// A run being driven in this process (or being cancelled here): its tenant (so `cancel`
-/// cannot reach across tenants), its owner (who may cancel it), and the channel its
-/// driver watches.
-struct Active {
-    tenant: TenantId,
-    owner: UserId,
-    cancel: watch::Sender<Option<CancelRequest>>,
-}
-
-/// Removes a run from the active registry when its driver returns, however it returns.
-struct ActiveGuard<'a> {
-    agent: &'a Agent,
-    run: RunId,
-}
-
-impl Drop for ActiveGuard<'_> {
-    fn drop(&mut self) {
-        self.agent.active().remove(&self.run);
-    }
-}
-
-/// The reasoning loop. One per process, shared by every request (`Arc<Agent>`); it keeps
-/// no run state of its own beyond the cancellation channels of runs it is driving right
-/// now, so any process with the same ledger can resume any run.
-pub struct Agent {
-    pub(crate) config: AgentConfig,
-    pub(crate) deps: AgentDeps,
-    policy: RwLock<Arc<ApprovalPolicy>>,
-    schemas: SchemaCache,
-    active: Mutex<HashMap<RunId, Active>>,
-    selector: Option<Arc<dyn ToolSelector>>,
-}
-
-impl std::fmt::Debug for Agent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Agent")
-            .field("config", &self.config)
-            .field("model", &self.deps.model.name())
-            .field("ledger", &self.deps.ledger.backend())
-            .finish()
-    }
-}
-
 impl Agent {
-    /// An agent over `deps` with `config`.
-    pub fn new(config: AgentConfig, deps: AgentDeps) -> Self {
-        Self {
-            policy: RwLock::new(Arc::new(config.approval.clone())),
-            config,
-            deps,
-            schemas: SchemaCache::default(),
-            active: Mutex::new(HashMap::new()),
-            selector: None,
-        }
-    }
-
-    /// Offers the model only the tools `selector` picks for each request (e.g. a
-    /// [`RetrievalSelector`](crate::RetrievalSelector)'s top k) instead of every enabled
-    /// tool. The selection is made once per `start` and per `resume`, and what was
-    /// offered is recorded in each `model_request` step.
-    pub fn with_tool_selector(mut self, selector: Arc<dyn ToolSelector>) -> Self {
-        self.selector = Some(selector);
-        self
-    }
-
-    /// Replaces the approval policy; runs use it from their next decision on. Policy is
-    /// data an administrator edits, so it changes without restarting the host.
-    pub fn set_approval_policy(&self, policy: ApprovalPolicy) {
-        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
-    }
-
-    pub(crate) fn policy(&self) -> Arc<ApprovalPolicy> {
-        Arc::clone(&self.policy.read().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, Active>> {
-        self.active.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Registers a run as driven here; refuses if it already is.
-    fn register(
-        &self,
-        tenant: &TenantId,
-        owner: &UserId,
-        run: RunId,
-    ) -> Result<(ActiveGuard<'_>, watch::Receiver<Option<CancelRequest>>)> {
-        let mut active = self.active();
-        if active.contains_key(&run) {
-            return Err(AgentError::RunBusy(run));
-        }
-        let (tx, rx) = watch::channel(None);
-        active.insert(
-            run,
-            Active {
-                tenant: tenant.clone(),
-                owner: owner.clone(),
-                cancel: tx,
-            },
-        );
-        Ok((ActiveGuard { agent: self, run }, rx))
-    }
-
     /// Refuses `caller` unless the run is theirs, they hold an approver role, or they
     /// are the host.
     fn authorize(&self, caller: &Caller, owner: &UserId, run: RunId, action: &str) -> Result<()> {
@@ -486,6 +334,7 @@ impl Agent {
                                 decided_at: Utc::now(),
                                 decision: ApprovalOutcome::Approve,
                                 reason: Some("the caller invoked the tool directly".into()),
+                                arguments_sha256: Some(p.arguments_sha256),
                             },
                         )
                         .await?;
@@ -592,6 +441,7 @@ impl Agent {
                                 ApprovalOutcome::Deny
                             },
                             reason: d.reason.clone(),
+                            arguments_sha256: Some(p.arguments_sha256),
                         },
                     )
                     .await?;
@@ -736,21 +586,6 @@ impl Agent {
             })
     }
 
-    /// Runs one tool call through the executor.
-    #[tracing::instrument(skip(self, invocation), fields(plugin = %invocation.plugin, tool = %invocation.tool, call_id))]
-    pub(crate) async fn dispatch(
-        &self,
-        invocation: ToolInvocation,
-        call_id: &str,
-    ) -> ToolExecution {
-        tracing::Span::current().record("call_id", call_id);
-        let execution = self.deps.tools.execute(invocation).await;
-        if let Err(f) = &execution.outcome {
-            tracing::info!(error_type = %f.error_type, "tool call failed");
-        }
-        execution
-    }
-
     /// Turns the result of driving a run into what the caller gets. When a write failed
     /// the run is marked failed if the ledger still takes a write (best effort: the
     /// caller gets the original error either way). When the run was ended meanwhile by a
@@ -846,6 +681,18 @@ fn match_decisions(
             run,
             missing: missing.join(", "),
         });
+    }
+    for p in pending {
+        if let Some(decided) = by_id.get(&p.call_id).and_then(|d| d.arguments_sha256)
+            && decided != p.arguments_sha256
+        {
+            return Err(AgentError::ArgumentsMismatch {
+                run,
+                call_id: p.call_id.clone(),
+                pending: p.arguments_sha256.to_hex(),
+                decided: decided.to_hex(),
+            });
+        }
     }
     Ok(pending
         .iter()

@@ -58,6 +58,22 @@ pub enum AgentError {
         /// The pending call ids without a decision, comma-separated.
         missing: String,
     },
+    /// A decision names arguments (by their SHA-256) other than those of the pending
+    /// call: the person decided on something else than what would run. Nothing was
+    /// recorded or run; the run still waits.
+    #[error(
+        "run {run}: call {call_id:?} has arguments with SHA-256 {pending}, but the decision was made on {decided}; nothing was run, fetch the run again and decide on what it shows"
+    )]
+    ArgumentsMismatch {
+        /// The run.
+        run: RunId,
+        /// The call.
+        call_id: String,
+        /// The pending call's arguments hash (hex).
+        pending: String,
+        /// The hash the decision named (hex).
+        decided: String,
+    },
     /// The same call was decided twice in one request.
     #[error("run {run}: call {call_id:?} is decided more than once")]
     DuplicateDecision {

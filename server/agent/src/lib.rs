@@ -31,6 +31,8 @@
 //!             approve: true,
 //!             by: UserId::parse("alice").unwrap(),
 //!             reason: None,
+//!             // What the approver was shown: a decision on other arguments is refused.
+//!             arguments_sha256: Some(p.arguments_sha256),
 //!         })
 //!         .collect();
 //!     let owner = Caller::user(UserId::parse("alice").unwrap(), Vec::<String>::new());
@@ -59,9 +61,10 @@ mod run;
 mod runtime_tools;
 mod selection;
 mod settings;
+mod state;
 mod tools;
 
-pub use agent::{Agent, ApprovalDecision, Caller, InvokeTool, RunInfo, RunOutcome, StartRun};
+pub use agent::{ApprovalDecision, Caller, InvokeTool, RunInfo, StartRun};
 pub use config::{AgentConfig, AgentDeps};
 pub use error::{AgentError, Result};
 pub use policy::{ApprovalMode, ApprovalPolicy, Gate, TenantApprovalPolicy};
@@ -70,6 +73,7 @@ pub use replay::PendingCall;
 pub use runtime_tools::RuntimeTools;
 pub use selection::{RetrievalConfig, RetrievalSelector, ToolSelection, ToolSelector};
 pub use settings::{CLIENT_PLUGIN, RunSettings};
+pub use state::{Agent, RunOutcome};
 pub use tools::{
     AvailableTool, PolicyRecord, ToolExecution, ToolExecutor, ToolFailure, ToolInvocation,
 };

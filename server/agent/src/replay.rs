@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use cairn_audit::{ApprovalOutcome, PluginId, StepKind, StepRecord, ToolName};
+use cairn_audit::{ApprovalOutcome, Hash, PluginId, StepKind, StepRecord, ToolName};
 use cairn_model::{ChatMessage, Role, ToolCall};
 use serde_json::{Value, json};
 
@@ -23,6 +23,10 @@ pub struct PendingCall {
     pub tool: ToolName,
     /// The arguments the model gave (already valid against the tool's input schema).
     pub arguments: Value,
+    /// SHA-256 of `arguments` in canonical JSON (RFC 8785) as recorded in the call's
+    /// `approval_requested` step: what the approver is shown, what a decision may name,
+    /// and what the call's arguments must still hash to when it runs.
+    pub arguments_sha256: Hash,
     /// Why approval is needed, for the person asked.
     pub reason: String,
 }
@@ -161,7 +165,10 @@ impl Transcript {
                 self.turn(step)?.results.insert(call_id.clone(), r);
             }
             StepKind::ApprovalRequested {
-                call_id, reason, ..
+                call_id,
+                reason,
+                arguments_sha256,
+                ..
             } => {
                 let call = self
                     .turn(step)?
@@ -170,11 +177,19 @@ impl Transcript {
                     .find(|c| &c.call_id == call_id)
                     .cloned()
                     .ok_or_else(|| format!("approval requested for unknown call {call_id:?}"))?;
+                // Requests recorded before approvals were bound carry no hash: theirs is
+                // the recorded call's.
+                let arguments_sha256 = match arguments_sha256 {
+                    Some(h) => *h,
+                    None => cairn_audit::arguments_sha256(&call.arguments)
+                        .map_err(|e| format!("call {call_id:?}: arguments: {e}"))?,
+                };
                 self.pending.push(PendingCall {
                     call_id: call.call_id,
                     plugin: call.plugin,
                     tool: call.tool,
                     arguments: call.arguments,
+                    arguments_sha256,
                     reason: reason.clone(),
                 });
             }
@@ -328,6 +343,7 @@ mod tests {
                 tool_name: ToolName::parse("add_task").unwrap(),
                 call_id: "a".into(),
                 reason: "not read-only".into(),
+                arguments_sha256: None,
             },
         ];
         let mut t = Transcript::default();
@@ -336,6 +352,11 @@ mod tests {
         }
         assert_eq!(t.pending().len(), 1);
         assert_eq!(t.pending()[0].arguments, json!({"title": "x"}));
+        // A request recorded without a hash is bound to its recorded call's arguments.
+        assert_eq!(
+            t.pending()[0].arguments_sha256,
+            cairn_audit::arguments_sha256(&json!({"title": "x"})).unwrap()
+        );
         t.apply(&StepKind::ToolError {
             plugin_id: None,
             tool_name: ToolName::parse("add_task").unwrap(),
@@ -350,6 +371,7 @@ mod tests {
             decided_at: chrono::Utc::now(),
             decision: ApprovalOutcome::Deny,
             reason: None,
+            arguments_sha256: None,
         })
         .unwrap();
         assert!(t.pending().is_empty());

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
 use cairn_audit::{
-    Actor, PluginId as LedgerPluginId, PolicyOutcome, RunId, StepKind, StepRecord, TenantId,
+    Actor, Hash, PluginId as LedgerPluginId, PolicyOutcome, RunId, StepKind, StepRecord, TenantId,
     ToolName as LedgerToolName, UserId,
 };
 use cairn_model::grounding::{Grounding, check_arguments};
@@ -23,12 +23,12 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::agent::{Agent, CancelRequest, RunOutcome};
 use crate::catalog::{Catalog, Entry};
 use crate::error::{AgentError, Result};
 use crate::policy::Gate;
 use crate::replay::{CallResult, PendingCall, Transcript};
 use crate::settings::{CLIENT_PLUGIN, RunSettings};
+use crate::state::{Agent, CancelRequest, RunOutcome};
 use crate::tools::{ToolExecution, ToolInvocation};
 
 /// Why a run stopped before its next action.
@@ -87,8 +87,13 @@ pub(crate) enum Action {
     Ask { rule: String, reason: String },
     /// Refused by the person asked.
     UserDenied { message: String },
-    /// Runs.
-    Run { entry: Arc<Entry>, arguments: Value },
+    /// Runs. `approved` is the arguments hash a person approved, when the call waited
+    /// for approval: it runs only if `arguments` still hash to it.
+    Run {
+        entry: Arc<Entry>,
+        arguments: Value,
+        approved: Option<Hash>,
+    },
 }
 
 /// What a tool phase ended in.
@@ -506,6 +511,7 @@ impl RunCtx<'_> {
             Gate::Run => Action::Run {
                 entry: Arc::clone(entry),
                 arguments,
+                approved: None,
             },
             Gate::Ask { rule, reason } => Action::Ask { rule, reason },
             Gate::Deny { rule, reason } => Action::PolicyDenied { rule, reason },
@@ -566,6 +572,7 @@ impl RunCtx<'_> {
             let Action::Ask { reason, .. } = &p.action else {
                 continue;
             };
+            let arguments_sha256 = Some(hash_arguments(&p.recorded_arguments)?);
             self.append(
                 &agent,
                 StepKind::ApprovalRequested {
@@ -573,6 +580,7 @@ impl RunCtx<'_> {
                     tool_name: p.tool.clone(),
                     call_id: p.call_id.clone(),
                     reason: reason.clone(),
+                    arguments_sha256,
                 },
             )
             .await?;
@@ -588,13 +596,23 @@ impl RunCtx<'_> {
     /// run's own task appends `run_cancelled`, so no call runs after the run is sealed.
     pub(crate) async fn execute_and_record(
         &mut self,
-        planned: Vec<Planned>,
+        mut planned: Vec<Planned>,
     ) -> Result<Option<RunOutcome>> {
+        for p in &mut planned {
+            if let Some(message) = unapproved_arguments(&p.action) {
+                p.action = Action::Invalid {
+                    error_type: "arguments_not_approved",
+                    message,
+                };
+            }
+        }
         let runs: Vec<_> = planned
             .iter()
             .enumerate()
             .filter_map(|(i, p)| match &p.action {
-                Action::Run { entry, arguments } => Some((i, Arc::clone(entry), arguments.clone())),
+                Action::Run {
+                    entry, arguments, ..
+                } => Some((i, Arc::clone(entry), arguments.clone())),
                 _ => None,
             })
             .collect();
@@ -705,6 +723,37 @@ impl RunCtx<'_> {
         }
         Ok(None)
     }
+}
+
+/// The check that binds an approval to what runs: for a call a person approved, why it
+/// must not run when the arguments about to run do not hash to the approved value (the
+/// trail was changed between the request and now). `None` when it may run.
+fn unapproved_arguments(action: &Action) -> Option<String> {
+    let Action::Run {
+        arguments,
+        approved: Some(approved),
+        ..
+    } = action
+    else {
+        return None;
+    };
+    match cairn_audit::arguments_sha256(arguments) {
+        Ok(h) if h == *approved => None,
+        Ok(h) => Some(format!(
+            "the arguments about to run hash to {h}, but {approved} was approved; the call was not run"
+        )),
+        Err(e) => Some(format!(
+            "the arguments about to run cannot be hashed ({e}); {approved} was approved; the call was not run"
+        )),
+    }
+}
+
+/// The approval binding of a call's arguments (see [`cairn_audit::arguments_sha256`]).
+pub(crate) fn hash_arguments(arguments: &Value) -> Result<Hash> {
+    cairn_audit::arguments_sha256(arguments).map_err(|e| AgentError::Invalid {
+        what: "arguments",
+        reason: e.to_string(),
+    })
 }
 
 /// `plugin:<id>`: tool results are attributed to the plugin that produced them.
@@ -851,6 +900,7 @@ pub(crate) fn planned_from_pending(
                 _ => Action::Run {
                     entry: Arc::clone(entry),
                     arguments: pending.arguments.clone(),
+                    approved: Some(pending.arguments_sha256),
                 },
             },
         },

@@ -125,6 +125,10 @@ impl From<AgentError> for AppError {
                 code: "run_busy",
                 message,
             },
+            AgentError::ArgumentsMismatch { .. } => AppError::Conflict {
+                code: "arguments_mismatch",
+                message,
+            },
             AgentError::CallNotPending { .. }
             | AgentError::UndecidedCalls { .. }
             | AgentError::DuplicateDecision { .. } => {

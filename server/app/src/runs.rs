@@ -30,6 +30,11 @@ pub struct PendingApproval {
     pub tool: String,
     /// The arguments the model gave (valid against the tool's input schema).
     pub arguments: Value,
+    /// SHA-256 (lowercase hex) of `arguments` in canonical JSON (RFC 8785), as recorded
+    /// when approval was requested. Send it back in the decision to bind the decision to
+    /// exactly these arguments; the call runs only with arguments that hash to it.
+    #[schema(value_type = String, pattern = "^[0-9a-f]{64}$")]
+    pub arguments_sha256: cairn_audit::Hash,
     /// Why it needs approval.
     pub reason: String,
 }
@@ -41,6 +46,7 @@ impl From<&PendingCall> for PendingApproval {
             plugin: p.plugin.as_ref().map(ToString::to_string),
             tool: p.tool.to_string(),
             arguments: p.arguments.clone(),
+            arguments_sha256: p.arguments_sha256,
             reason: p.reason.clone(),
         }
     }

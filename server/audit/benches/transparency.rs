@@ -1,25 +1,26 @@
-//! Checkpoints and proofs: append throughput with scheduled checkpointing on and off (same
-//! process, alternating rounds), and proof sizes and verification times for a run in a
-//! tenant of a million seals.
+//! Checkpoints and proofs against a real PostgreSQL ledger holding a tenant of a million
+//! seals: how long filling it takes, inclusion-proof size, proof serving time through
+//! [`Transparency`] (cold, then p50/p99 warm, and the old rebuild-per-request path for
+//! comparison), the bundle of a real run and its offline verification time, and append
+//! throughput with scheduled checkpointing on and off (same process, alternating rounds).
 //!
 //! `cargo bench -p cairn-audit --bench transparency -- [--json] [--seals N] [--rounds N]
-//! [--seconds S]`. PostgreSQL comes from `CAIRN_TEST_DATABASE_URL` (default the local
-//! server); a scratch database is created and dropped.
+//! [--seconds S] [--fillers N] [--verify]`. PostgreSQL comes from `CAIRN_TEST_DATABASE_URL`
+//! (default the local server); a scratch database is created and dropped.
 //!
-//! The million-seal tree is built in memory: its first two leaves are the real seals of a
-//! real run (so the bundle is a real one), the others synthetic hashes. Building a million
-//! real seals through the ledger would take most of an hour on the shared machine and
-//! would not change what is measured (the tree and proofs only see 32-byte leaf hashes).
+//! The tenant is filled through the ledger's own append path (`start_run` and one
+//! `final_answer` per run: two seals each, `--fillers` concurrent writers), so every seal,
+//! step and hash is what the server would have written and `verify` accepts it
+//! (`--verify` times that too). A real 20-step run sits in the middle of the tree; its
+//! bundle is the one measured.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cairn_audit::checkpoint::{self, CheckpointSigner};
-use cairn_audit::merkle::{self, Tree};
-use cairn_audit::transparency::{
-    BUNDLE_FORMAT, Bundle, Transparency, verify_bundle, verify_consistency,
-};
+use cairn_audit::merkle;
+use cairn_audit::transparency::{Transparency, verify_bundle, verify_consistency};
 use cairn_audit::*;
 use serde::Serialize;
 
@@ -28,8 +29,23 @@ use sqlx::Connection;
 #[derive(Serialize, Default)]
 struct Figures {
     seals: u64,
-    tree_build_ms: f64,
+    fill_seconds: f64,
+    fill_seals_per_s: f64,
+    fillers: usize,
+    /// `Ledger::verify` of the whole tenant (with `--verify`).
+    verify_seconds: Option<f64>,
     tree_memory_mib: f64,
+    /// First proof request: the server reads every seal hash and builds the tree.
+    proof_cold_ms: f64,
+    /// Later requests: the kept tree, grown by what was added since (nothing here).
+    proof_warm_requests: usize,
+    proof_warm_p50_us: f64,
+    proof_warm_p99_us: f64,
+    /// Warm requests while 8 writers append to other tenants and one to this one.
+    proof_under_appends_p50_us: f64,
+    proof_under_appends_p99_us: f64,
+    /// What each request cost before the tree was kept: read all hashes, build, prove.
+    proof_rebuild_per_request_ms: f64,
     root_ms: f64,
     inclusion_proof_hashes: usize,
     inclusion_proof_bytes: usize,
@@ -53,13 +69,57 @@ struct Figures {
     ratio_on_to_off: f64,
 }
 
-fn synthetic(i: u64) -> Hash {
-    Hash::chain(&Hash::ZERO, &i.to_be_bytes())
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
+}
+
+/// The `p`-th percentile (0..=100) of `v`.
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((v.len() - 1) as f64 * p / 100.0).round() as usize;
+    v[i]
+}
+
+/// Fills `t` with runs of one step (two seals each) from `fillers` concurrent writers
+/// until `seals` seals exist (counting those already there).
+async fn fill(l: Arc<dyn Ledger>, t: &TenantId, seals: u64, fillers: usize) {
+    let have = l.seal_hashes_from(t, 0).await.unwrap().len() as u64;
+    let runs = Arc::new(AtomicU64::new(seals.saturating_sub(have) / 2));
+    let tasks: Vec<_> = (0..fillers)
+        .map(|_| {
+            let (l, t, runs) = (l.clone(), t.clone(), runs.clone());
+            tokio::spawn(async move {
+                while runs
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    run_of(&*l, &t, 1).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+/// Inclusion proofs of random seals below `size`, `n` of them one after another; each
+/// request's time in microseconds.
+async fn serve(server: &Transparency, t: &TenantId, size: u64, n: usize, seed: u64) -> Vec<f64> {
+    let mut x = seed | 1;
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        // xorshift: a different seal each time, reproducibly.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let start = Instant::now();
+        let proof = server.inclusion(t, x % size, size).await.unwrap();
+        times.push(start.elapsed().as_secs_f64() * 1e6);
+        assert!(!proof.is_empty());
+    }
+    times
 }
 
 fn arg(args: &[String], name: &str, default: u64) -> u64 {
@@ -135,8 +195,10 @@ async fn main() {
     let n = arg(&args, "--seals", 1_000_000);
     let rounds = arg(&args, "--rounds", 3) as usize;
     let seconds = arg(&args, "--seconds", 8);
+    let fillers = arg(&args, "--fillers", 24) as usize;
     let mut f = Figures {
         seals: n,
+        fillers,
         writers: 8,
         rounds,
         round_seconds: seconds,
@@ -154,50 +216,113 @@ async fn main() {
         .unwrap();
     let url = format!("{}/{db}", admin.rsplit_once('/').unwrap().0);
     let ledger: Arc<dyn Ledger> = Arc::new(
-        PgLedger::connect(&url, LedgerOptions::default())
-            .await
-            .unwrap(),
+        PgLedger::connect(
+            &url,
+            LedgerOptions {
+                operation_timeout: Duration::from_secs(60),
+                max_connections: 32,
+                ..LedgerOptions::default()
+            },
+        )
+        .await
+        .unwrap(),
     );
     let (secret, public) = checkpoint::generate_key("bench.cairn/audit");
     let keys = vec![public];
-    let signer = CheckpointSigner::from_key(&secret).unwrap();
+    let server = Transparency::new(
+        ledger.clone(),
+        Some(CheckpointSigner::from_key(&secret).unwrap()),
+    );
 
-    // A real run, its two real seals the first leaves of a million-leaf tree.
+    // A million real seals, with a real 20-step run in the middle.
     let t = TenantId::parse("big").unwrap();
+    let start = Instant::now();
+    fill(ledger.clone(), &t, n / 2, fillers).await;
     let run = run_of(&*ledger, &t, 20).await;
-    let seals = ledger.run_seals(&t, run.id).await.unwrap();
-    let start = Instant::now();
-    let mut tree = Tree::default();
-    for s in &seals {
-        tree.push(&s.hash);
+    fill(ledger.clone(), &t, n, fillers).await;
+    f.fill_seconds = start.elapsed().as_secs_f64();
+    let size = ledger.seal_hashes_from(&t, 0).await.unwrap().len() as u64;
+    f.seals = size;
+    f.fill_seals_per_s = size as f64 / f.fill_seconds;
+    f.tree_memory_mib = (2 * size * 32) as f64 / (1 << 20) as f64;
+    eprintln!(
+        "filled {size} seals in {:.0} s ({:.0}/s)",
+        f.fill_seconds, f.fill_seals_per_s
+    );
+    if args.iter().any(|a| a == "--verify") {
+        let start = Instant::now();
+        let report = ledger.verify(Some(&t), None, None).await.unwrap();
+        assert!(report.is_ok(), "{report}");
+        f.verify_seconds = Some(start.elapsed().as_secs_f64());
     }
-    for i in 2..n {
-        tree.push(&synthetic(i));
-    }
-    f.tree_build_ms = start.elapsed().as_secs_f64() * 1e3;
-    f.tree_memory_mib = (2 * n * 32) as f64 / (1 << 20) as f64;
+
+    // Proofs through the server, as the API serves them.
     let start = Instant::now();
-    let root = tree.root(n).unwrap();
+    let first = server.inclusion(&t, 0, size).await.unwrap();
+    f.proof_cold_ms = start.elapsed().as_secs_f64() * 1e3;
+    assert!(!first.is_empty());
+    f.proof_warm_requests = 2000;
+    let mut warm = serve(&server, &t, size, f.proof_warm_requests, 7).await;
+    f.proof_warm_p50_us = percentile(&mut warm, 50.0);
+    f.proof_warm_p99_us = percentile(&mut warm, 99.0);
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let appenders: Vec<_> = (0..9)
+            .map(|w| {
+                let (l, stop) = (ledger.clone(), stop.clone());
+                let tw = if w == 8 {
+                    t.clone()
+                } else {
+                    TenantId::parse(format!("t{}", w % 4)).unwrap()
+                };
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        run_of(&*l, &tw, 3).await;
+                    }
+                })
+            })
+            .collect();
+        let mut busy = serve(&server, &t, size, f.proof_warm_requests, 11).await;
+        stop.store(true, Ordering::Relaxed);
+        for a in appenders {
+            a.await.unwrap();
+        }
+        f.proof_under_appends_p50_us = percentile(&mut busy, 50.0);
+        f.proof_under_appends_p99_us = percentile(&mut busy, 99.0);
+    }
+    let reps = 3;
+    let start = Instant::now();
+    for i in 0..reps {
+        let tree = server.tree(&t).await.unwrap();
+        tree.inclusion(i, size).unwrap();
+    }
+    f.proof_rebuild_per_request_ms = start.elapsed().as_secs_f64() * 1e3 / reps as f64;
+
+    let tree = server.tree(&t).await.unwrap();
+    let start = Instant::now();
+    let root = tree.root(size).unwrap();
     f.root_ms = start.elapsed().as_secs_f64() * 1e3;
-    let note = signer.sign(&t, n, &root, chrono::Utc::now()).unwrap();
+    let seals = ledger.run_seals(&t, run.id).await.unwrap();
     let sealed = &seals[1];
-    let proof = tree.inclusion(sealed.seal_seq, n).unwrap();
+    let proof = tree.inclusion(sealed.seal_seq, size).unwrap();
     f.inclusion_proof_hashes = proof.len();
     f.inclusion_proof_bytes = proof.len() * 32;
     let reps = 1000;
     let start = Instant::now();
     for _ in 0..reps {
-        merkle::check_inclusion(&proof, n, &root, sealed.seal_seq, &sealed.hash).unwrap();
+        merkle::check_inclusion(&proof, size, &root, sealed.seal_seq, &sealed.hash).unwrap();
     }
     f.inclusion_verify_us = start.elapsed().as_secs_f64() * 1e6 / reps as f64;
-    let old = n / 2 + 12_345;
-    let cproof = tree.consistency(old, n).unwrap();
+    let old = size / 2 + (size / 80).min(12_345);
+    let cproof = tree.consistency(old, size).unwrap();
     f.consistency_from = old;
     f.consistency_proof_hashes = cproof.len();
     f.consistency_proof_bytes = cproof.len() * 32;
+    let signer = CheckpointSigner::from_key(&secret).unwrap();
     let old_note = signer
         .sign(&t, old, &tree.root(old).unwrap(), chrono::Utc::now())
         .unwrap();
+    let note = signer.sign(&t, size, &root, chrono::Utc::now()).unwrap();
     let old_cp = checkpoint::verify(&old_note, &keys, None).unwrap();
     let new_cp = checkpoint::verify(&note, &keys, None).unwrap();
     let start = Instant::now();
@@ -205,16 +330,9 @@ async fn main() {
         verify_consistency(&old_cp, &new_cp, &cproof).unwrap();
     }
     f.consistency_verify_us = start.elapsed().as_secs_f64() * 1e6 / reps as f64;
-    let bundle = Bundle {
-        format: BUNDLE_FORMAT.into(),
-        run: ledger.run(&t, run.id).await.unwrap(),
-        steps: ledger.trail(&t, run.id).await.unwrap(),
-        opened: seals[0].clone(),
-        sealed: seals[1].clone(),
-        opened_proof: tree.inclusion(0, n).unwrap(),
-        sealed_proof: proof.clone(),
-        checkpoint: note.clone(),
-    };
+    drop(tree);
+    // The run's bundle as the server makes it (publishing a checkpoint of the tenant).
+    let bundle = server.bundle(&t, run.id).await.unwrap();
     let bytes = serde_json::to_vec_pretty(&bundle).unwrap();
     f.bundle_bytes = bytes.len();
     f.bundle_steps = bundle.steps.len();
@@ -224,7 +342,7 @@ async fn main() {
         verify_bundle(&bytes, &keys).unwrap();
     }
     f.bundle_verify_ms = start.elapsed().as_secs_f64() * 1e3 / reps as f64;
-    drop(tree);
+    drop(server);
 
     // Appends with checkpointing off and on, alternating, in the same process.
     let published = Arc::new(AtomicU64::new(0));
@@ -273,15 +391,25 @@ async fn main() {
         println!("{}", serde_json::to_string_pretty(&f).unwrap());
     } else {
         println!(
-            "{n} seals: tree {:.0} ms, root {:.2} ms; inclusion {} hashes ({} B) verified in {:.1} us; \
-             consistency {}->{n} {} hashes ({} B) in {:.1} us; bundle {} B ({} steps) verified in {:.2} ms; \
+            "{} seals (filled in {:.0} s); proof cold {:.0} ms, warm p50 {:.0} us p99 {:.0} us, \
+             under appends p50 {:.0} us p99 {:.0} us, rebuild per request {:.0} ms; root {:.2} ms; \
+             inclusion {} hashes ({} B) verified in {:.1} us; \
+             consistency {}->{} {} hashes ({} B) in {:.1} us; bundle {} B ({} steps) verified in {:.2} ms; \
              appends/s off {:?} on {:?}, ratio {:.3} ({} checkpoints)",
-            f.tree_build_ms,
+            f.seals,
+            f.fill_seconds,
+            f.proof_cold_ms,
+            f.proof_warm_p50_us,
+            f.proof_warm_p99_us,
+            f.proof_under_appends_p50_us,
+            f.proof_under_appends_p99_us,
+            f.proof_rebuild_per_request_ms,
             f.root_ms,
             f.inclusion_proof_hashes,
             f.inclusion_proof_bytes,
             f.inclusion_verify_us,
             f.consistency_from,
+            f.seals,
             f.consistency_proof_hashes,
             f.consistency_proof_bytes,
             f.consistency_verify_us,

@@ -33,6 +33,13 @@ pub fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     Ok(serde_json_canonicalizer::to_vec(value)?)
 }
 
+/// `SHA-256(JCS(arguments))`: what binds an approval to the exact arguments the approver
+/// was shown. Anyone can recompute it from a `tool_call` step's `arguments` (RFC 8785
+/// canonical JSON, no prefix, no chaining).
+pub fn arguments_sha256(arguments: &serde_json::Value) -> Result<Hash> {
+    Ok(Hash(Sha256::digest(canonical_json(arguments)?).into()))
+}
+
 /// A SHA-256 digest, shown and serialised as lowercase hex.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Hash(pub(crate) [u8; 32]);
@@ -235,6 +242,21 @@ mod tests {
         let out = String::from_utf8(canonical_json(&v).unwrap()).unwrap();
         let want = "{\"\\r\":\"Carriage Return\",\"1\":\"One\",\"\u{80}\":\"Control\",\"ö\":\"Latin Small Letter O With Diaeresis\",\"€\":\"Euro Sign\",\"😀\":\"Emoji: Grinning Face\",\"\u{fb33}\":\"Hebrew Letter Dalet With Dagesh\"}";
         assert_eq!(out, want);
+    }
+
+    /// The approval binding is SHA-256 of the canonical text alone: key order and
+    /// whitespace in what the model wrote do not change it (value checked with sha256sum
+    /// over `{"priority":"high","title":"Renew passport"}`).
+    #[test]
+    fn arguments_hash_is_sha256_of_the_canonical_text() {
+        let a: serde_json::Value =
+            serde_json::from_str(r#"{ "title": "Renew passport",  "priority": "high" }"#).unwrap();
+        assert_eq!(
+            arguments_sha256(&a).unwrap().to_hex(),
+            "9df8b44921acfafef3fd0a2a8a4af5fc34a98793deb0e904881af80da4706db0"
+        );
+        let b = serde_json::json!({ "title": "Renew passport", "priority": "low" });
+        assert_ne!(arguments_sha256(&a).unwrap(), arguments_sha256(&b).unwrap());
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! The store-independent interface.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -140,6 +139,23 @@ pub trait Ledger: Send + Sync {
         Err(unsupported("seal_hashes"))
     }
 
+    /// The chain hashes of `tenant`'s seals from position `from` on, with their positions,
+    /// in order: what a tree kept between requests grows by. The default reads them all.
+    async fn seal_hashes_from(
+        &self,
+        tenant: &TenantId,
+        from: u64,
+    ) -> Result<Vec<(u64, crate::Hash)>> {
+        Ok(self
+            .seal_hashes(tenant)
+            .await?
+            .into_iter()
+            .zip(0u64..)
+            .skip_while(|(_, i)| *i < from)
+            .map(|(h, i)| (i, h))
+            .collect())
+    }
+
     /// The seals of one run: its `run_opened` record and, once it ended, its `run` seal.
     async fn run_seals(&self, tenant: &TenantId, run: RunId) -> Result<Vec<SealEntry>> {
         let _ = (tenant, run);
@@ -188,91 +204,5 @@ fn unsupported(operation: &'static str) -> LedgerError {
     LedgerError::Invalid {
         what: "ledger",
         reason: format!("{operation} is not supported by this ledger"),
-    }
-}
-
-impl dyn Ledger {
-    /// Opens the ledger at `url` with default options: `postgres://…`/`postgresql://…` for
-    /// PostgreSQL, `sqlite:…` (a file path or `sqlite::memory:`) for SQLite. Migrations run.
-    pub async fn open(url: &str) -> Result<Arc<dyn Ledger>> {
-        open(url, LedgerOptions::default()).await
-    }
-}
-
-/// Opens the ledger at `url`, choosing the store from the URL scheme, and runs the
-/// migrations unless `options.migrate` is false.
-pub async fn open(url: &str, options: LedgerOptions) -> Result<Arc<dyn Ledger>> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(crate::pg::PgLedger::connect(url, options).await?))
-    } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(
-            crate::sqlite::SqliteLedger::connect(url, options).await?,
-        ))
-    } else {
-        Err(LedgerError::Invalid {
-            what: "ledger url",
-            reason: "expected a postgres://, postgresql:// or sqlite: URL".into(),
-        })
-    }
-}
-
-/// Runs a store operation under the availability bound, mapping driver errors.
-pub(crate) async fn bounded<T, F>(operation: &'static str, limit: Duration, f: F) -> Result<T>
-where
-    F: std::future::Future<Output = std::result::Result<T, OpError>>,
-{
-    let start = std::time::Instant::now();
-    match tokio::time::timeout(limit, f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(OpError::Sqlx(e))) => Err(LedgerError::from_sqlx(operation, start.elapsed(), e)),
-        Ok(Err(OpError::Ledger(e))) => Err(e),
-        Err(_) => Err(LedgerError::Unavailable {
-            operation,
-            elapsed: start.elapsed(),
-            reason: format!("no answer within {limit:?}"),
-        }),
-    }
-}
-
-/// The error each writer of a failed batch (group commit) gets: a copy of the batch's
-/// error (a `LedgerError` is not `Clone`) that still says whether the store was
-/// unavailable, so every writer fails closed the same way.
-pub(crate) fn batch_failure(e: &LedgerError, elapsed: Duration) -> LedgerError {
-    let reason = e.to_string();
-    if e.is_unavailable() {
-        LedgerError::Unavailable {
-            operation: "append",
-            elapsed,
-            reason,
-        }
-    } else {
-        LedgerError::Database {
-            operation: "append",
-            source: sqlx::Error::Protocol(reason),
-        }
-    }
-}
-
-/// An error inside a bounded operation, before mapping.
-pub(crate) enum OpError {
-    Sqlx(sqlx::Error),
-    Ledger(LedgerError),
-}
-
-impl From<sqlx::Error> for OpError {
-    fn from(e: sqlx::Error) -> Self {
-        OpError::Sqlx(e)
-    }
-}
-
-impl From<LedgerError> for OpError {
-    fn from(e: LedgerError) -> Self {
-        OpError::Ledger(e)
-    }
-}
-
-impl From<serde_json::Error> for OpError {
-    fn from(e: serde_json::Error) -> Self {
-        OpError::Ledger(e.into())
     }
 }

@@ -4,8 +4,10 @@
 //! which already commits to the seal's body and to every seal before it. Hashing is RFC
 //! 6962's (`SHA-256(0x00 ‖ leaf)`, `SHA-256(0x01 ‖ left ‖ right)`); proofs are the Go
 //! sumdb/tlog algorithms as ported by Cloudflare's `tlog_tiles`, which we use rather than
-//! write. The tree is built in memory from the stored seal hashes (two hashes per leaf,
-//! about 64 bytes per seal): a million seals take some 64 MiB and well under a second.
+//! write. The tree is held in memory as tlog's stored hashes (two per leaf, about 64 bytes
+//! per seal: a million seals take some 64 MiB) and grows by [`Tree::push`]; the server
+//! keeps one per tenant between requests (see `transparency`), so a proof costs a read of
+//! the seals added since, not the whole tree.
 
 use tlog_tiles::{HashReader, RecordProof, TreeProof};
 
@@ -86,6 +88,17 @@ impl Tree {
     /// Number of leaves.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// The RFC 6962 leaf hash of leaf `index` (see [`leaf_hash`]), if the tree has it.
+    pub fn leaf(&self, index: u64) -> Option<Hash> {
+        if index >= self.size {
+            return None;
+        }
+        self.stored
+            .get(tlog_tiles::stored_hash_index(0, index) as usize)
+            .copied()
+            .map(c)
     }
 
     /// Root hash of the first `n` leaves (RFC 6962 `MTH`).
@@ -220,6 +233,10 @@ mod tests {
     fn roots_are_rfc6962_and_proofs_check() {
         let leaves: Vec<Hash> = (0..37).map(seal).collect();
         let tree = Tree::from_seal_hashes(&leaves);
+        for (i, l) in leaves.iter().enumerate() {
+            assert_eq!(tree.leaf(i as u64), Some(leaf_hash(l)));
+        }
+        assert_eq!(tree.leaf(37), None);
         for n in 0..=37u64 {
             let root = tree.root(n).unwrap();
             assert_eq!(root, mth(&leaves[..n as usize]), "size {n}");

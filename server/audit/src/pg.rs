@@ -17,8 +17,9 @@ use uuid::Uuid;
 use crate::canonical::{self, Hash, canonical_json, hash_time, truncate_micros};
 use crate::error::{LedgerError, Result};
 use crate::ids::{RunId, TenantId};
-use crate::ledger::{Backend, Ledger, LedgerOptions, OpError, batch_failure, bounded};
+use crate::ledger::{Backend, Ledger, LedgerOptions};
 use crate::model::{NewRun, NewStep, PurgeReport, PurgeRequest, Run, SealBody, StepRecord};
+use crate::op::{OpError, batch_failure, bounded};
 use crate::query::{Cursor, StepPage, StepQuery};
 use crate::step::RunStatus;
 use crate::verify::{self, RunRow, SealRow, StepRow, TenantVerifier, VerifyCounts, VerifyReport};
@@ -1257,6 +1258,14 @@ impl Ledger for PgLedger {
 
     async fn seal_hashes(&self, tenant: &TenantId) -> Result<Vec<crate::Hash>> {
         crate::seal_store::pg_seal_hashes(&self.pool, tenant).await
+    }
+
+    async fn seal_hashes_from(
+        &self,
+        tenant: &TenantId,
+        from: u64,
+    ) -> Result<Vec<(u64, crate::Hash)>> {
+        crate::seal_store::pg_seal_hashes_from(&self.pool, tenant, from).await
     }
 
     async fn run_seals(

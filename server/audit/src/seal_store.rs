@@ -64,6 +64,29 @@ pub(crate) async fn pg_seal_hashes(pool: &PgPool, tenant: &TenantId) -> Result<V
     rows.iter().map(|h| Hash::from_slice(h)).collect()
 }
 
+/// `(seal_seq, hash)` rows as positions and hashes.
+fn positioned(rows: Vec<(i64, Vec<u8>)>) -> Result<Vec<(u64, Hash)>> {
+    rows.iter()
+        .map(|(seq, h)| Ok((*seq as u64, Hash::from_slice(h)?)))
+        .collect()
+}
+
+pub(crate) async fn pg_seal_hashes_from(
+    pool: &PgPool,
+    tenant: &TenantId,
+    from: u64,
+) -> Result<Vec<(u64, Hash)>> {
+    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT seal_seq, hash FROM audit_seals WHERE tenant = $1 AND seal_seq >= $2 ORDER BY seal_seq",
+    )
+    .bind(tenant.as_str())
+    .bind(from as i64)
+    .fetch_all(pool)
+    .await
+    .map_err(map("seal hashes"))?;
+    positioned(rows)
+}
+
 pub(crate) async fn pg_run_seals(
     pool: &PgPool,
     tenant: &TenantId,
@@ -148,6 +171,22 @@ pub(crate) async fn sqlite_seal_hashes(pool: &SqlitePool, tenant: &TenantId) -> 
             .await
             .map_err(map("seal hashes"))?;
     rows.iter().map(|h| Hash::from_slice(h)).collect()
+}
+
+pub(crate) async fn sqlite_seal_hashes_from(
+    pool: &SqlitePool,
+    tenant: &TenantId,
+    from: u64,
+) -> Result<Vec<(u64, Hash)>> {
+    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT seal_seq, hash FROM audit_seals WHERE tenant = ? AND seal_seq >= ? ORDER BY seal_seq",
+    )
+    .bind(tenant.as_str())
+    .bind(from as i64)
+    .fetch_all(pool)
+    .await
+    .map_err(map("seal hashes"))?;
+    positioned(rows)
 }
 
 pub(crate) async fn sqlite_run_seals(

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::canonical::Hash;
 use crate::ids::{Actor, PluginId, ToolName, UserId};
 
 /// One step of a run. The `kind` tag names the variant in `snake_case`.
@@ -165,6 +166,11 @@ pub enum StepKind {
         call_id: String,
         /// Why approval is needed (e.g. the tool is not read-only).
         reason: String,
+        /// SHA-256 of the call's arguments in canonical JSON (RFC 8785), lowercase hex:
+        /// what the approver is shown and what a decision must name. Absent on steps
+        /// recorded before approvals were bound to their arguments.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        arguments_sha256: Option<Hash>,
     },
     /// Someone approved or denied a pending call.
     ApprovalDecided {
@@ -180,6 +186,11 @@ pub enum StepKind {
         /// The reason they gave, if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// SHA-256 of the canonical (RFC 8785) arguments decided on, lowercase hex: an
+        /// approved call runs only with arguments that hash to it. Absent on steps
+        /// recorded before approvals were bound to their arguments.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        arguments_sha256: Option<Hash>,
     },
     /// A tool returned.
     ToolResult {

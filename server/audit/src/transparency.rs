@@ -1,8 +1,8 @@
 //! Checkpoints, proofs and offline bundles: what lets an auditor hold the ledger to what
 //! it said before, without trusting its database.
 //!
-//! The server ([`Transparency`]) builds each tenant's Merkle tree from its seal hashes,
-//! signs checkpoints with a key the database never sees, and serves inclusion and
+//! The server ([`Transparency`]) keeps each tenant's Merkle tree over its seal hashes,
+//! grown as seals are added, signs checkpoints with a key the database never sees, and serves inclusion and
 //! consistency proofs and per-run bundles. The verifiers ([`verify_bundle`],
 //! [`verify_consistency`], [`check_tree_against`]) need no database and no server: only
 //! the verifier key(s) and what the auditor kept.
@@ -160,6 +160,10 @@ impl std::fmt::Display for BundleReport {
     }
 }
 
+/// How many tenants' trees a [`Transparency`] keeps between requests (about 64 bytes per
+/// seal each); the least recently used is dropped beyond it and rebuilt when next asked.
+pub const CACHED_TREES: usize = 32;
+
 /// The server side: publishes checkpoints and serves proofs and bundles.
 pub struct Transparency {
     ledger: Arc<dyn Ledger>,
@@ -167,6 +171,99 @@ pub struct Transparency {
     /// The last checkpoint this process signed per tenant, so that a database rewritten
     /// below it (and its checkpoint rows deleted) is refused a signature while it runs.
     signed: Mutex<std::collections::HashMap<String, (u64, Hash)>>,
+    /// Each tenant's tree as last read, grown by the seals added since on each use.
+    trees: TreeCache,
+}
+
+/// Per-tenant trees kept between requests, so a proof in a tenant of a million seals reads
+/// the few seals added since the last request instead of all of them.
+///
+/// Seals are append-only (a purge appends a purge record; it removes no seal), so a tree
+/// only grows. Each use reads the seals from the tree's last leaf on: the first one must
+/// hash to that leaf, the rest extend the tree. Anything else (the last leaf changed, or
+/// is gone) means the database no longer holds what the tree was built from, and the
+/// tree is rebuilt from the database, so a rewrite that recomputed the seal chain or a
+/// rollback is seen exactly as without the cache (and refused by
+/// [`Transparency::publish`]). A rewrite of an older seal that leaves the later chain
+/// hashes alone breaks the seal chain, which `verify` names. Refreshes of one tenant are
+/// serialised; proofs are computed under a shared lock, concurrently.
+#[derive(Default)]
+struct TreeCache {
+    /// By tenant: the tree, and when it was last used (a tick of `tick`).
+    slots: Mutex<std::collections::HashMap<String, (Slot, u64)>>,
+    tick: std::sync::atomic::AtomicU64,
+}
+
+/// One tenant's kept tree.
+type Slot = Arc<tokio::sync::RwLock<Tree>>;
+
+impl TreeCache {
+    /// The tenant's slot, created empty if needed; marks it used and drops the least
+    /// recently used beyond [`CACHED_TREES`].
+    fn slot(&self, tenant: &TenantId) -> Slot {
+        let now = self.tick.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = match slots.get_mut(tenant.as_str()) {
+            Some((slot, used)) => {
+                *used = now;
+                Arc::clone(slot)
+            }
+            None => {
+                let slot = Arc::new(tokio::sync::RwLock::new(Tree::default()));
+                slots.insert(tenant.to_string(), (Arc::clone(&slot), now));
+                slot
+            }
+        };
+        while slots.len() > CACHED_TREES {
+            let Some(oldest) = slots
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            slots.remove(&oldest);
+        }
+        slot
+    }
+
+    /// `tenant`'s tree, brought up to date with the database.
+    async fn current(
+        &self,
+        ledger: &dyn Ledger,
+        tenant: &TenantId,
+    ) -> Result<tokio::sync::OwnedRwLockReadGuard<Tree>, ProofError> {
+        let slot = self.slot(tenant);
+        let mut tree = slot.write_owned().await;
+        let from = tree.size().saturating_sub(1);
+        let seals = ledger.seal_hashes_from(tenant, from).await?;
+        if !extend(&mut tree, from, &seals) {
+            tracing::warn!(tenant = %tenant, cached = tree.size(), "the seals no longer match the cached tree; rebuilding it from the database");
+            *tree = Tree::from_seal_hashes(&ledger.seal_hashes(tenant).await?);
+        }
+        Ok(tree.downgrade())
+    }
+}
+
+/// Grows `tree` by `seals` (position, chain hash), read from position `from`. `false` when
+/// they do not continue it: an already-held leaf hashes differently, or the tree's last
+/// leaf is missing. Stops at a gap (a seal not visible yet), keeping what precedes it.
+fn extend(tree: &mut Tree, from: u64, seals: &[(u64, Hash)]) -> bool {
+    if tree.size() > 0 && seals.first().map(|(seq, _)| *seq) != Some(from) {
+        return false;
+    }
+    for (seq, hash) in seals {
+        match seq.cmp(&tree.size()) {
+            std::cmp::Ordering::Less => {
+                if tree.leaf(*seq) != Some(merkle::leaf_hash(hash)) {
+                    return false;
+                }
+            }
+            std::cmp::Ordering::Equal => tree.push(hash),
+            std::cmp::Ordering::Greater => break,
+        }
+    }
+    true
 }
 
 impl Transparency {
@@ -177,6 +274,7 @@ impl Transparency {
             ledger,
             signer,
             signed: Mutex::new(Default::default()),
+            trees: TreeCache::default(),
         }
     }
 
@@ -185,10 +283,20 @@ impl Transparency {
         self.signer.as_ref().map(|s| s.name())
     }
 
-    /// `tenant`'s tree as the database has it now.
+    /// `tenant`'s tree as the database has it now, read whole (what an auditor checks a
+    /// kept checkpoint against; proofs use the kept tree instead).
     pub async fn tree(&self, tenant: &TenantId) -> Result<Tree, ProofError> {
         let hashes = self.ledger.seal_hashes(tenant).await?;
         Ok(Tree::from_seal_hashes(&hashes))
+    }
+
+    /// `tenant`'s tree as kept by this server, grown by the seals added since its last use
+    /// (see [`TreeCache`]).
+    async fn current(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<tokio::sync::OwnedRwLockReadGuard<Tree>, ProofError> {
+        self.trees.current(&*self.ledger, tenant).await
     }
 
     /// Signs and stores a checkpoint of `tenant`'s current tree. Refuses when the tree no
@@ -197,7 +305,7 @@ impl Transparency {
     #[tracing::instrument(skip(self), fields(tenant = %tenant), err)]
     pub async fn publish(&self, tenant: &TenantId) -> Result<StoredCheckpoint, ProofError> {
         let signer = self.signer.as_ref().ok_or(ProofError::NoSigningKey)?;
-        let tree = self.tree(tenant).await?;
+        let tree = self.current(tenant).await?;
         let mut earlier = vec![];
         if let Some(cp) = self.ledger.latest_checkpoint(tenant).await? {
             earlier.push((cp.tree_size, cp.root_hash));
@@ -215,6 +323,7 @@ impl Transparency {
         }
         let size = tree.size();
         let root = tree.root(size)?;
+        drop(tree);
         let now = Utc::now();
         let note = signer.sign(tenant, size, &root, now)?;
         let cp = StoredCheckpoint {
@@ -237,7 +346,7 @@ impl Transparency {
         let mut n = 0;
         for tenant in self.ledger.tenants().await? {
             let latest = self.ledger.latest_checkpoint(&tenant).await?;
-            let size = self.ledger.seal_hashes(&tenant).await?.len() as u64;
+            let size = self.current(&tenant).await?.size();
             if latest.is_none_or(|c| c.tree_size < size) {
                 self.publish(&tenant).await?;
                 n += 1;
@@ -258,7 +367,7 @@ impl Transparency {
         old: u64,
         new: u64,
     ) -> Result<Vec<Hash>, ProofError> {
-        Ok(self.tree(tenant).await?.consistency(old, new)?)
+        Ok(self.current(tenant).await?.consistency(old, new)?)
     }
 
     /// Inclusion proof of seal `seal_seq` in the tree of `size` seals.
@@ -268,7 +377,7 @@ impl Transparency {
         seal_seq: u64,
         size: u64,
     ) -> Result<Vec<Hash>, ProofError> {
-        Ok(self.tree(tenant).await?.inclusion(seal_seq, size)?)
+        Ok(self.current(tenant).await?.inclusion(seal_seq, size)?)
     }
 
     /// A run's bundle, proven against the latest checkpoint, publishing a new one first
@@ -291,7 +400,7 @@ impl Transparency {
             Some(cp) if cp.tree_size > sealed.seal_seq => cp,
             _ => self.publish(tenant).await?,
         };
-        let tree = self.tree(tenant).await?;
+        let tree = self.current(tenant).await?;
         Ok(Bundle {
             format: BUNDLE_FORMAT.into(),
             run: header,
@@ -496,4 +605,43 @@ pub fn verify_bundle(bytes: &[u8], verifier_keys: &[String]) -> Result<BundleRep
         steps: b.steps.len() as u64,
         checkpoint: cp,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seal(i: u64) -> Hash {
+        Hash::chain(&Hash::ZERO, &i.to_be_bytes())
+    }
+
+    fn seals(range: std::ops::Range<u64>) -> Vec<(u64, Hash)> {
+        range.map(|i| (i, seal(i))).collect()
+    }
+
+    #[test]
+    fn a_kept_tree_grows_only_by_seals_that_continue_it() {
+        let mut tree = Tree::default();
+        assert!(extend(&mut tree, 0, &seals(0..5)));
+        assert_eq!(tree.size(), 5);
+        // From its last leaf on: the anchor matches, the rest is appended.
+        assert!(extend(&mut tree, 4, &seals(4..9)));
+        assert_eq!(tree.size(), 9);
+        let whole: Vec<Hash> = (0..9).map(seal).collect();
+        assert_eq!(
+            tree.root(9).unwrap(),
+            Tree::from_seal_hashes(&whole).root(9).unwrap()
+        );
+        // A seal not visible yet: what precedes the gap is kept.
+        let mut gap = seals(8..10);
+        gap.push((11, seal(11)));
+        assert!(extend(&mut tree, 8, &gap));
+        assert_eq!(tree.size(), 10);
+        // The last leaf changed (the chain was recomputed) or is gone (rolled back).
+        let mut changed = seals(9..12);
+        changed[0].1 = seal(99);
+        assert!(!extend(&mut tree.clone(), 9, &changed));
+        assert!(!extend(&mut tree.clone(), 9, &[]));
+        assert!(!extend(&mut tree.clone(), 9, &seals(10..12)));
+    }
 }

@@ -72,6 +72,7 @@ async fn appends_form_a_chain_and_runs_end_sealed(h: &Harness) {
                 tool_name: ToolName::parse("add_task").unwrap(),
                 call_id: "call-1".into(),
                 reason: "not read-only".into(),
+                arguments_sha256: None,
             },
         },
     ];
@@ -91,6 +92,9 @@ async fn appends_form_a_chain_and_runs_end_sealed(h: &Harness) {
                 decided_at: Utc::now(),
                 decision: ApprovalOutcome::Approve,
                 reason: Some("fine".into()),
+                arguments_sha256: Some(
+                    cairn_audit::arguments_sha256(&serde_json::json!({"title": "x"})).unwrap(),
+                ),
             },
         },
         NewStep {

@@ -364,6 +364,14 @@ impl Ledger for NotifyingLedger {
         self.inner.seal_hashes(tenant).await
     }
 
+    async fn seal_hashes_from(
+        &self,
+        tenant: &TenantId,
+        from: u64,
+    ) -> cairn_audit::Result<Vec<(u64, cairn_audit::Hash)>> {
+        self.inner.seal_hashes_from(tenant, from).await
+    }
+
     async fn run_seals(
         &self,
         tenant: &TenantId,

@@ -13,14 +13,14 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-fn paused(outcome: &RunOutcome) -> Vec<PendingCall> {
+pub(crate) fn paused(outcome: &RunOutcome) -> Vec<PendingCall> {
     match outcome {
         RunOutcome::AwaitingApproval { pending, .. } => pending.clone(),
         other => panic!("expected a pause, got {other:?}"),
     }
 }
 
-const PAUSED: &[&str] = &[
+pub(crate) const PAUSED: &[&str] = &[
     "user_message",
     "model_request",
     "model_response",
@@ -541,6 +541,7 @@ async fn only_the_owner_or_an_approver_may_decide_or_cancel_a_run() {
         approve,
         by: mallory.clone(),
         reason: None,
+        arguments_sha256: None,
     };
     for decision in [as_mallory(true), as_mallory(false)] {
         let r = w

@@ -519,6 +519,7 @@ pub fn approve(call_id: &str) -> ApprovalDecision {
         approve: true,
         by: UserId::parse("bob").unwrap(),
         reason: None,
+        arguments_sha256: None,
     }
 }
 
@@ -528,6 +529,7 @@ pub fn deny(call_id: &str, reason: &str) -> ApprovalDecision {
         approve: false,
         by: UserId::parse("bob").unwrap(),
         reason: Some(reason.into()),
+        arguments_sha256: None,
     }
 }
 

@@ -205,6 +205,102 @@ async fn a_call_with_side_effects_waits_for_approval_and_runs_once_approved() {
     assert_eq!(error["code"], "run_ended");
 }
 
+/// The decision names the arguments it was shown by their hash (issue #11, point 6): a
+/// wrong hash is refused with 409 naming the call, nothing runs or is recorded and the run
+/// still waits; the hash the pending view showed approves it, and is recorded with the
+/// decision.
+#[tokio::test]
+async fn a_decision_is_bound_to_the_arguments_hash_it_was_shown() {
+    let (_model, app, plugin) = with_tasks([
+        Step::tool_call(
+            "add_task",
+            json!({ "title": "Buy milk", "priority": "high" }),
+        ),
+        Step::text("Added."),
+    ])
+    .await;
+    let run = start_run(&app, "Remind me to buy milk").await;
+    let id = run["id"].as_str().unwrap();
+    let pending = &run["pending_approvals"][0];
+    let call = pending["call_id"].as_str().unwrap();
+    let shown = pending["arguments_sha256"].as_str().unwrap().to_owned();
+    // SHA-256 of the RFC 8785 form, {"priority":"high","title":"Buy milk"}.
+    assert_eq!(
+        shown,
+        "16da9e2013538f26e02e3cdcaff51630e8dbffd90dff5a1955151705a317747c"
+    );
+    let view = get_json(&app, &format!("/v1/runs/{id}")).await;
+    assert_eq!(
+        view["pending_approvals"][0]["arguments_sha256"],
+        shown.as_str()
+    );
+    let steps_before = view["step_count"].clone();
+
+    let wrong = "0".repeat(64);
+    for approve in [true, false] {
+        let error = expect_error(
+            decide(
+                &app,
+                id,
+                json!([{ "call_id": call, "approve": approve, "arguments_sha256": wrong }]),
+            )
+            .await,
+            409,
+        )
+        .await;
+        assert_eq!(error["code"], "arguments_mismatch", "{error}");
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            message.contains(call) && message.contains(&shown),
+            "{message}"
+        );
+    }
+    let error = expect_error(
+        decide(
+            &app,
+            id,
+            json!([{ "call_id": call, "approve": true, "arguments_sha256": "not hex" }]),
+        )
+        .await,
+        400,
+    )
+    .await;
+    assert_eq!(error["field"], "decisions[0].arguments_sha256", "{error}");
+    assert!(task_titles(&app, &plugin).await.is_empty(), "nothing ran");
+    let view = get_json(&app, &format!("/v1/runs/{id}")).await;
+    assert_eq!(view["status"], "awaiting_approval");
+    assert_eq!(view["step_count"], steps_before, "nothing was recorded");
+
+    let response = decide(
+        &app,
+        id,
+        json!([{ "call_id": call, "approve": true, "arguments_sha256": shown }]),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let run: Value = response.json().await.unwrap();
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(task_titles(&app, &plugin).await, ["Buy milk"]);
+    let trail = get_json(&app, &format!("/v1/audit/runs/{id}")).await;
+    let hashes: Vec<(&str, &str)> = trail["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| {
+            let kind = s["step"]["kind"].as_str()?;
+            Some((kind, s["step"]["arguments_sha256"].as_str()?))
+        })
+        .collect();
+    assert_eq!(
+        hashes,
+        [
+            ("approval_requested", shown.as_str()),
+            ("approval_decided", shown.as_str())
+        ]
+    );
+    assert_eq!(get_json(&app, "/v1/audit/verify").await["ok"], true);
+}
+
 #[tokio::test]
 async fn a_denied_call_never_runs_and_the_model_is_told_why() {
     let (model, app, plugin) = with_tasks([

@@ -29,8 +29,8 @@ use uuid::Uuid;
 use super::{ComputedStep, Head, PgLedger};
 use crate::error::Result;
 use crate::ids::TenantId;
-use crate::ledger::{OpError, batch_failure};
 use crate::model::{NewStep, StepRecord};
+use crate::op::{OpError, batch_failure};
 
 /// The most steps one group commit carries; the rest wait for the next.
 const MAX_BATCH: usize = 256;

@@ -23,8 +23,8 @@ use super::{QueuedStep, append_in, micros, status_of};
 use crate::canonical::{self, Hash, truncate_micros};
 use crate::error::LedgerError;
 use crate::ids::RunId;
-use crate::ledger::OpError;
 use crate::model::StepRecord;
+use crate::op::OpError;
 use crate::step::RunStatus;
 
 type Tx<'c> = sqlx::Transaction<'c, Sqlite>;

@@ -203,6 +203,13 @@ pub struct DecisionBody {
     /// Why (recorded; on a denial the model is told it).
     #[serde(default)]
     pub reason: Option<String>,
+    /// The pending call's `arguments_sha256` as the decider was shown it. Optional (older
+    /// clients send none; the decision is then on the call as recorded); when given, a
+    /// decision on other arguments is refused with 409 `arguments_mismatch` and nothing
+    /// is recorded or run.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = "^[0-9a-fA-F]{64}$")]
+    pub arguments_sha256: Option<cairn_audit::Hash>,
 }
 
 /// A decision for every pending call of a run.
@@ -225,7 +232,7 @@ pub struct DecisionsBody {
         (status = 401, description = "No valid token.", body = ErrorBody),
         (status = 403, description = "Not a user, or neither the run's owner nor a holder of an approver role.", body = ErrorBody),
         (status = 404, description = "No such run in this tenant.", body = ErrorBody),
-        (status = 409, description = "The run is not awaiting approval, has ended, or is being resumed.", body = ErrorBody),
+        (status = 409, description = "The run is not awaiting approval, has ended, or is being resumed; or a decision's `arguments_sha256` is not the pending call's (`arguments_mismatch`, naming the call: nothing was recorded or run).", body = ErrorBody),
         (status = 413, description = "Body larger than max_body_bytes.", body = ErrorBody),
         (status = 415, description = "Not JSON.", body = ErrorBody),
         (status = 422, description = "A decision names a call that is not pending, repeats one, or one is missing.", body = ErrorBody)
@@ -246,6 +253,7 @@ async fn decide(
             approve: d.approve,
             by: user.user.clone(),
             reason: d.reason,
+            arguments_sha256: d.arguments_sha256,
         })
         .collect();
     let view = state
