@@ -59,12 +59,13 @@ ensure_python_tools() {
   export CAIRN_PY="$venv/bin/python"
 }
 
-# build_example_plugins CAIRN: packages every plugin under plugins/ into its dist/ folder.
+# build_example_plugins CAIRN_PLUGIN: packages every plugin under plugins/ into its dist/
+# folder with the plugin author's tool (`cairn-plugin`, crate sdk/cli).
 build_example_plugins() {
   local plugin
   for plugin in plugins/*/; do
     say "Packaging ${plugin%/}"
-    "$1" plugin build --dir "$plugin"
+    "$1" build --dir "$plugin"
   done
 }
 

@@ -2,7 +2,7 @@
 //!
 //! The WIT `describe` export returns each tool's name and the schemas generated from its
 //! Rust types. The manifest is what administrators review and what the host enforces,
-//! so the two must agree exactly; `cairn plugin build` and the host's install both run
+//! so the two must agree exactly; `cairn-plugin build` and the host's install both run
 //! [`Manifest::check_descriptors`].
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,39 +1,17 @@
-//! Validated names: plugin ids, tool names and versions.
+//! A plugin's version. Plugin ids and tool names are `cairn-ids`' (one grammar for the
+//! manifest, the ledger and the API); a version only appears in manifests, so it is here.
 //!
-//! Each is a newtype with a private field, so a value that exists has been checked. Serde
-//! goes through the same check (`#[serde(try_from = "String")]`), which is how a bad id
+//! A newtype with a private field, so a value that exists has been checked. Serde goes
+//! through the same check (`#[serde(try_from = "String")]`), which is how a bad version
 //! in a manifest is reported with its JSON path.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
+use cairn_ids::IdError;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
-
-/// Why a string is not a valid [`PluginId`], [`ToolName`] or [`Version`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {what} \"{value}\": {rule}")]
-pub struct NameError {
-    what: &'static str,
-    value: String,
-    rule: Cow<'static, str>,
-}
-
-impl NameError {
-    fn new(what: &'static str, value: &str, rule: impl Into<Cow<'static, str>>) -> Self {
-        Self {
-            what,
-            value: value.escape_debug().to_string(),
-            rule: rule.into(),
-        }
-    }
-
-    /// The rejected input (control characters escaped).
-    pub fn value(&self) -> &str {
-        &self.value
-    }
-}
 
 /// Implements the shared plumbing of a validated string newtype.
 macro_rules! string_newtype {
@@ -58,24 +36,24 @@ macro_rules! string_newtype {
         }
 
         impl TryFrom<String> for $ty {
-            type Error = NameError;
-            fn try_from(s: String) -> Result<Self, NameError> {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
                 Self::check(&s)?;
                 Ok(Self(s))
             }
         }
 
         impl TryFrom<&str> for $ty {
-            type Error = NameError;
-            fn try_from(s: &str) -> Result<Self, NameError> {
+            type Error = IdError;
+            fn try_from(s: &str) -> Result<Self, IdError> {
                 Self::check(s)?;
                 Ok(Self(s.to_owned()))
             }
         }
 
         impl FromStr for $ty {
-            type Err = NameError;
-            fn from_str(s: &str) -> Result<Self, NameError> {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
                 Self::try_from(s)
             }
         }
@@ -100,70 +78,6 @@ macro_rules! string_newtype {
     };
 }
 
-/// A plugin's id, unique within an installation: `^[a-z][a-z0-9-]{0,62}$`.
-///
-/// It names the plugin in URLs, the audit ledger and key-value scopes, so it is kept to
-/// characters that need no escaping anywhere.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct PluginId(String);
-
-impl PluginId {
-    /// The pattern a plugin id matches, as a regular expression.
-    pub const PATTERN: &'static str = "^[a-z][a-z0-9-]{0,62}$";
-
-    fn check(s: &str) -> Result<(), NameError> {
-        if is_name(s, 63, b'-') {
-            Ok(())
-        } else {
-            Err(NameError::new(
-                "plugin id",
-                s,
-                "use 1 to 63 characters: a lowercase letter first, then lowercase letters, \
-                 digits or '-'",
-            ))
-        }
-    }
-}
-string_newtype!(PluginId);
-
-/// A tool's name, unique within its plugin: `^[a-z][a-z0-9_]{0,63}$`.
-///
-/// This is also a valid OpenAI function name, so the host can offer the tool to a model
-/// under a name derived from it without rewriting.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct ToolName(String);
-
-impl ToolName {
-    /// The pattern a tool name matches, as a regular expression.
-    pub const PATTERN: &'static str = "^[a-z][a-z0-9_]{0,63}$";
-
-    fn check(s: &str) -> Result<(), NameError> {
-        if is_name(s, 64, b'_') {
-            Ok(())
-        } else {
-            Err(NameError::new(
-                "tool name",
-                s,
-                "use 1 to 64 characters: a lowercase letter first, then lowercase letters, \
-                 digits or '_'",
-            ))
-        }
-    }
-}
-string_newtype!(ToolName);
-
-/// `[a-z][a-z0-9<extra>]{0,max-1}`.
-fn is_name(s: &str, max: usize, extra: u8) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= max
-        && b[0].is_ascii_lowercase()
-        && b.iter()
-            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == extra)
-}
-
 /// A plugin version: semantic versioning `MAJOR.MINOR.PATCH` with an optional
 /// `-prerelease` (build metadata `+...` is not accepted: it would make two different
 /// packages compare equal).
@@ -179,9 +93,9 @@ impl Version {
         r"(\.(0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*))?$"
     );
 
-    fn check(s: &str) -> Result<(), NameError> {
+    fn check(s: &str) -> Result<(), IdError> {
         parse_version(s).map(|_| ()).map_err(|why| {
-            NameError::new(
+            IdError::new(
                 "version",
                 s,
                 format!(
@@ -275,30 +189,6 @@ fn string_schema(description: &str, pattern: &str) -> Schema {
     json_schema!({ "type": "string", "description": description, "pattern": pattern })
 }
 
-impl JsonSchema for PluginId {
-    fn schema_name() -> Cow<'static, str> {
-        "PluginId".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        string_schema(
-            "A plugin id: a lowercase letter, then up to 62 lowercase letters, digits or '-'.",
-            Self::PATTERN,
-        )
-    }
-}
-
-impl JsonSchema for ToolName {
-    fn schema_name() -> Cow<'static, str> {
-        "ToolName".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        string_schema(
-            "A tool name: a lowercase letter, then up to 63 lowercase letters, digits or '_'.",
-            Self::PATTERN,
-        )
-    }
-}
-
 impl JsonSchema for Version {
     fn schema_name() -> Cow<'static, str> {
         "Version".into()
@@ -314,41 +204,6 @@ impl JsonSchema for Version {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plugin_ids() {
-        for ok in ["a", "tasks", "crm-2", &format!("a{}", "b".repeat(62))] {
-            assert!(PluginId::try_from(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            "Tasks",
-            "1tasks",
-            "-a",
-            "a_b",
-            "a.b",
-            "tâches",
-            &"a".repeat(64),
-        ] {
-            assert!(PluginId::try_from(bad).is_err(), "{bad}");
-        }
-        let err = PluginId::try_from("My Plugin").unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "invalid plugin id \"My Plugin\": use 1 to 63 characters: a lowercase letter \
-             first, then lowercase letters, digits or '-'"
-        );
-    }
-
-    #[test]
-    fn tool_names() {
-        for ok in ["a", "add_task", "x9", &format!("a{}", "b".repeat(63))] {
-            assert!(ToolName::try_from(ok).is_ok(), "{ok}");
-        }
-        for bad in ["", "Add", "_a", "add-task", "a b", &"a".repeat(65)] {
-            assert!(ToolName::try_from(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn versions() {
@@ -383,19 +238,6 @@ mod tests {
         assert_eq!(
             (v.major(), v.minor(), v.patch(), v.prerelease()),
             (1, 2, 3, Some("rc.1"))
-        );
-    }
-
-    #[test]
-    fn serde_goes_through_validation() {
-        assert!(serde_json::from_str::<PluginId>("\"ok\"").is_ok());
-        let err = serde_json::from_str::<PluginId>("\"Not OK\"")
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with("invalid plugin id \"Not OK\""), "{err}");
-        assert_eq!(
-            serde_json::to_string(&ToolName::try_from("t").unwrap()).unwrap(),
-            "\"t\""
         );
     }
 }

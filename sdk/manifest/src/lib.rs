@@ -39,10 +39,11 @@ mod host;
 mod ids;
 mod manifest;
 
+pub use cairn_ids::{IdError, PluginId, ToolName};
 pub use descriptors::ToolDescriptor;
 pub use error::{ManifestError, Result, SchemaKind};
 pub use host::{HostMatch, HostPattern, HostPatternError, HostPatternErrorKind, Scheme};
-pub use ids::{NameError, PluginId, ToolName, Version};
+pub use ids::Version;
 pub use manifest::{
     Annotations, ConfigSetting, JSON_SCHEMA_2020_12, MAX_CONFIG_KEY_LEN, MAX_DESCRIPTION_CHARS,
     MAX_EXAMPLE_CHARS, MAX_EXAMPLES, MAX_PUBLISHER_CHARS, Manifest, OAuthPermission, Permissions,

@@ -3,13 +3,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use cairn_ids::{PluginId, ToolName};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{ManifestError, Result, SchemaKind};
 use crate::host::HostPattern;
-use crate::ids::{PluginId, ToolName, Version};
+use crate::ids::Version;
 
 /// Longest description (manifest, tool, setting), in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 1024;

@@ -5,17 +5,16 @@
 //! routes: thin adapters over the application layer, `cairn_app`), [`copilot`] (the
 //! configured model, tool retrieval and the tenant's plugins as the loop's tools) and
 //! [`registry`] (installed plugins per tenant). The `cairn` CLI: [`cli`]
-//! parses commands (`cairn serve` runs the server), [`package`] reads and writes plugin
-//! packages, [`scaffold`] writes new plugins, and [`sandbox`] runs tools in the real
-//! runtime.
+//! parses commands (`cairn serve` runs the server, `cairn audit` checks the ledger).
+//! Plugin packages are read with [`package`] (the `cairn-package` crate, which the
+//! author's tool `cairn-plugin` writes them with).
 #![warn(missing_docs)]
 
 pub mod cli;
 pub mod config;
 pub mod copilot;
 pub mod http;
-pub mod package;
 pub mod registry;
-pub mod sandbox;
-pub mod scaffold;
 pub mod startup;
+
+pub use cairn_package as package;

@@ -160,7 +160,7 @@ pub(crate) async fn pg_tenants(pool: &PgPool) -> Result<Vec<TenantId>> {
         .fetch_all(pool)
         .await
         .map_err(map("tenants"))?;
-    rows.into_iter().map(TenantId::parse).collect()
+    rows.into_iter().map(|t| Ok(TenantId::parse(t)?)).collect()
 }
 
 pub(crate) async fn sqlite_seal_hashes(pool: &SqlitePool, tenant: &TenantId) -> Result<Vec<Hash>> {
@@ -269,5 +269,5 @@ pub(crate) async fn sqlite_tenants(pool: &SqlitePool) -> Result<Vec<TenantId>> {
         .fetch_all(pool)
         .await
         .map_err(map("tenants"))?;
-    rows.into_iter().map(TenantId::parse).collect()
+    rows.into_iter().map(|t| Ok(TenantId::parse(t)?)).collect()
 }

@@ -857,7 +857,8 @@ impl StepRow {
     /// Decodes a stored step into the public type.
     pub(crate) fn into_record(self) -> crate::Result<crate::model::StepRecord> {
         use crate::error::LedgerError;
-        let corrupt = |e: LedgerError| LedgerError::Corrupt(format!("step {}: {e}", self.id));
+        let corrupt =
+            |e: crate::ids::IdError| LedgerError::Corrupt(format!("step {}: {e}", self.id));
         Ok(crate::model::StepRecord {
             id: self.id,
             tenant: crate::ids::TenantId::parse(self.tenant.clone()).map_err(corrupt)?,

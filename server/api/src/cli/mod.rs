@@ -1,8 +1,7 @@
-//! The `cairn` command line: plugin authoring (`cairn plugin ...`) and ledger checks
-//! (`cairn audit ...`).
+//! The `cairn` command line: the server (`cairn serve`) and ledger checks (`cairn audit
+//! ...`). Plugin authors have their own tool, `cairn-plugin` (sdk/cli).
 
 mod audit;
-mod plugin;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,9 +18,6 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Write, build, test and inspect plugins.
-    #[command(subcommand)]
-    Plugin(plugin::PluginCommand),
     /// Check the audit ledger.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -32,17 +28,19 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Moved: plugin authoring is `cairn-plugin` (sdk/cli). Kept hidden so that an old
+    /// `cairn plugin ...` says where it went instead of "unrecognized subcommand".
+    #[command(hide = true)]
+    Plugin {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
+    },
 }
 
-/// Where compiled components are cached between runs (`CAIRN_CACHE_DIR`, default
-/// `~/.cache/cairn/compiled`).
-pub(crate) fn compiled_cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CAIRN_CACHE_DIR") {
-        return PathBuf::from(dir);
-    }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-    home.join(".cache").join("cairn").join("compiled")
-}
+/// What `cairn plugin ...` answers since the author's tool has its own binary.
+const PLUGIN_MOVED: &str = "`cairn plugin` moved to its own tool, `cairn-plugin` (new, build, \
+     test, inspect); install it with `cargo install --path sdk/cli`, then run \
+     `cairn-plugin --help`";
 
 /// Where Cairn keeps its data on the embedded defaults (`CAIRN_DATA_DIR`, default
 /// `~/.local/share/cairn`).
@@ -91,7 +89,10 @@ pub fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Plugin(command) => plugin::run(command).await,
+            Command::Plugin { .. } => {
+                eprintln!("error: {PLUGIN_MOVED}");
+                Ok(ExitCode::from(2))
+            }
             Command::Audit(command) => audit::run(command).await,
             Command::Serve { config } => serve(config).await,
         }

@@ -191,7 +191,7 @@ impl EgressCeiling {
     }
 
     /// No ceiling beyond the per-plugin policy: for a plugin author's own machine
-    /// (`cairn plugin test`) and for libraries embedding the runtime that set none.
+    /// (`cairn-plugin test`) and for libraries embedding the runtime that set none.
     pub fn unrestricted() -> Self {
         Self {
             denied: Vec::new(),

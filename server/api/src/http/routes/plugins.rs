@@ -162,7 +162,7 @@ pub struct PluginList {
     pub plugins: Vec<Installation>,
 }
 
-/// Installs a plugin package (`.cairnpkg`, as `cairn plugin build` writes it) for the
+/// Installs a plugin package (`.cairnpkg`, as `cairn-plugin build` writes it) for the
 /// caller's tenant. The component's digest is pinned; the plugin starts disabled.
 #[utoipa::path(post, path = "/v1/plugins", tag = "plugins",
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The package archive."),

@@ -1,20 +1,30 @@
-//! Running a package's tools in the real sandbox, as `cairn plugin test` does.
+//! Running a package's tools in the real sandbox, as `cairn-plugin test` does.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use cairn_runtime::{CallContext, CallFailure, JsonFileKv, Plugin, Runtime, RuntimeConfig};
 
-use crate::package::Package;
+use cairn_package::Package;
+
+/// Where compiled components are cached between runs (`CAIRN_CACHE_DIR`, default
+/// `~/.cache/cairn/compiled`, the server's default too).
+pub fn compiled_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CAIRN_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".cache").join("cairn").join("compiled")
+}
 
 /// Opens a runtime with the host's default ceilings and the on-disk compiled-component
-/// cache (see [`crate::cli`]); the key-value store is in memory, or the JSON file at
-/// `kv_file` so that state survives from one `cairn plugin test` to the next.
+/// cache ([`compiled_cache_dir`]); the key-value store is in memory, or the JSON file at
+/// `kv_file` so that state survives from one `cairn-plugin test` to the next.
 pub fn open_runtime(kv_file: Option<&Path>) -> anyhow::Result<Runtime> {
-    let cache_dir = crate::cli::compiled_cache_dir();
+    let cache_dir = compiled_cache_dir();
     let mut config = RuntimeConfig::new(&cache_dir);
     if let Some(path) = kv_file {
         let kv = JsonFileKv::open(path)

@@ -1,4 +1,4 @@
-//! `cairn plugin new`: writes a plugin that builds and passes its own tests.
+//! `cairn-plugin new`: writes a plugin that builds and passes its own tests.
 
 use std::path::{Path, PathBuf};
 
@@ -29,9 +29,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
 ];
 
-/// The SDK this binary was built with: `sdk/rust` in the Cairn source tree.
+/// The SDK this binary was built with: `sdk/rust` in the Cairn source tree (also after
+/// `cargo install --path sdk/cli`, which builds from the tree).
 pub fn default_sdk_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk/rust")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../rust")
 }
 
 /// Creates `<parent>/<name>/` holding a new plugin that depends on the SDK at `sdk`.

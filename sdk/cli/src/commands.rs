@@ -1,20 +1,19 @@
-//! `cairn plugin new | build | test | inspect`: a plugin author's loop, with no model
-//! and no server involved.
+//! `cairn-plugin new | build | test | inspect`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 
 use anyhow::{Context, bail, ensure};
-use cairn_manifest::Manifest;
+use cairn_manifest::{MANIFEST_FILE_NAME, Manifest};
+use cairn_package::Package;
 use clap::Subcommand;
 
-use crate::package::Package;
-use crate::scaffold;
+use crate::{sandbox, scaffold};
 
-/// `cairn plugin ...`
+/// The subcommands of `cairn-plugin`.
 #[derive(Debug, Subcommand)]
-pub enum PluginCommand {
+pub enum Command {
     /// Scaffold a new plugin that builds and passes its own test.
     New {
         /// The plugin's id: lowercase letters, digits and `-`, starting with a letter.
@@ -79,10 +78,10 @@ fn parse_setting(text: &str) -> Result<(String, String), String> {
     Ok((key.to_owned(), value.to_owned()))
 }
 
-/// Runs one `cairn plugin` command.
-pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
+/// Runs one `cairn-plugin` command.
+pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        PluginCommand::New {
+        Command::New {
             name,
             dir,
             sdk_path,
@@ -91,12 +90,12 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             let created = scaffold::new_plugin(&name, &dir, &sdk)?;
             println!("Created plugin `{name}` in {}", created.display());
             println!(
-                "Next: cd {} && cargo test && cairn plugin build",
+                "Next: cd {} && cargo test && cairn-plugin build",
                 created.display()
             );
             Ok(ExitCode::SUCCESS)
         }
-        PluginCommand::Build { dir, out } => {
+        Command::Build { dir, out } => {
             let package = build(&dir).await?;
             let out = out.unwrap_or_else(|| dir.join("dist"));
             let path = write_package(&package, &out)?;
@@ -104,7 +103,7 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             println!("{}", package.digest());
             Ok(ExitCode::SUCCESS)
         }
-        PluginCommand::Test {
+        Command::Test {
             tool,
             input,
             dir,
@@ -121,9 +120,9 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             let config: BTreeMap<String, String> = config.into_iter().collect();
             let arguments: serde_json::Value = serde_json::from_str(&input)
                 .with_context(|| format!("--input is not valid JSON: {input}"))?;
-            let runtime = crate::sandbox::open_runtime(kv_file.as_deref())?;
-            let plugin = crate::sandbox::load(&runtime, &package, config).await?;
-            match crate::sandbox::call(&plugin, &tenant, &user, &tool, &arguments).await {
+            let runtime = sandbox::open_runtime(kv_file.as_deref())?;
+            let plugin = sandbox::load(&runtime, &package, config).await?;
+            match sandbox::call(&plugin, &tenant, &user, &tool, &arguments).await {
                 Ok(result) => {
                     println!("{}", serde_json::to_string_pretty(&result)?);
                     Ok(ExitCode::SUCCESS)
@@ -134,7 +133,7 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        PluginCommand::Inspect { package, json } => {
+        Command::Inspect { package, json } => {
             let package = read_package(&package)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&inspect_json(&package))?);
@@ -149,7 +148,7 @@ pub async fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
 /// Builds the plugin in `dir`, checks the component against its manifest in the real
 /// sandbox, and returns the package.
 async fn build(dir: &Path) -> anyhow::Result<Package> {
-    let manifest_path = dir.join(cairn_manifest_file());
+    let manifest_path = dir.join(MANIFEST_FILE_NAME);
     let manifest_json = std::fs::read_to_string(&manifest_path)
         .with_context(|| format!("cannot read {}", manifest_path.display()))?;
     // Fail on a bad manifest before spending a minute compiling.
@@ -168,15 +167,11 @@ async fn build(dir: &Path) -> anyhow::Result<Package> {
         .filter(|(_, setting)| setting.required)
         .map(|(key, _)| (key.clone(), "(set at install)".to_owned()))
         .collect();
-    let runtime = crate::sandbox::open_runtime(None)?;
-    crate::sandbox::load(&runtime, &package, stand_ins)
+    let runtime = sandbox::open_runtime(None)?;
+    sandbox::load(&runtime, &package, stand_ins)
         .await
         .context("the component does not match its manifest")?;
     Ok(package)
-}
-
-fn cairn_manifest_file() -> &'static str {
-    "cairn-plugin.json"
 }
 
 /// Runs `cargo build` for wasm32-wasip2 and returns the component it produced, found in

@@ -1,4 +1,4 @@
-//! Plugin packages: the unit an administrator installs.
+//! Plugin packages: the unit a plugin author builds and an administrator installs.
 //!
 //! A package is an uncompressed tar archive (`<id>-<version>.cairnpkg`) holding exactly
 //! three files:
@@ -11,7 +11,29 @@
 //!
 //! Reading a package is treating hostile input: sizes are capped before anything is
 //! buffered, unknown or duplicate entries are refused, the digest must match and the
-//! manifest must parse. The digest is what an install pins.
+//! manifest must parse. What an install pins is [`Package::package_digest`], over the
+//! manifest *and* the component.
+//!
+//! This crate is shared by the author's tool (`cairn-plugin build`, which writes packages)
+//! and the server (which installs them), so both judge a package by the same rules; it
+//! needs neither the runtime nor the server.
+//!
+//! ```
+//! use cairn_package::Package;
+//!
+//! let manifest = r#"{"id": "demo", "version": "0.1.0", "publisher": "Docs",
+//!     "description": "An example.",
+//!     "tools": [{"name": "noop", "description": "Does nothing.",
+//!                "input_schema": {"type": "object"}, "output_schema": {"type": "object"}}]}"#;
+//! let package = Package::new(manifest.to_owned(), b"\0asm...".to_vec())?;
+//! let mut bytes = Vec::new();
+//! package.write_to(&mut bytes)?;
+//! let read = Package::read_from(bytes.as_slice())?;
+//! assert_eq!(read.package_digest(), package.package_digest());
+//! assert_eq!(read.file_name(), "demo-0.1.0.cairnpkg");
+//! # Ok::<(), cairn_package::PackageError>(())
+//! ```
+#![warn(missing_docs)]
 
 use std::fmt;
 use std::io::{Read, Write};

@@ -1,1 +1,0 @@
-//! Black-box end-to-end tests against a running Cairn.
