@@ -345,4 +345,24 @@ mod tests {
             1
         );
     }
+
+    /// The egress record names the address connected to: with a name's first address
+    /// refusing, that is a later one, not the first one resolved.
+    #[tokio::test]
+    async fn the_address_connected_to_is_not_the_first_one_resolved_when_that_one_refuses() {
+        let refusing = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap()
+        };
+        let listening = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = listening.local_addr().unwrap();
+        let (_, address) = connect(&[refusing, open], Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(address, open, "the first address refused");
+        assert!(matches!(
+            connect(&[refusing], Duration::from_secs(2)).await,
+            Err(Error::Connect(_))
+        ));
+    }
 }
