@@ -135,3 +135,17 @@ def test_client_tools_come_back_as_tool_calls(cairn, client, model):
     assert "tool_call" in kinds(steps)
     # The call was handed to the client, not run on the server.
     assert "tool_result" not in kinds(steps)
+
+
+def test_the_models_are_listed_and_retrieved(client):
+    # Clients and frameworks list the models at start-up (issue 13): the deployment's one
+    # model, by the name runs record, and an unknown id is the client's NotFoundError.
+    models = client.models.list()
+    assert [m.id for m in models.data] == ["scripted"]
+    assert models.data[0].object == "model"
+    assert models.data[0].owned_by == "cairn"
+    assert models.data[0].created > 0
+    assert client.models.retrieve("scripted") == models.data[0]
+    with pytest.raises(openai.NotFoundError) as refused:
+        client.models.retrieve("gpt-4o")
+    assert "gpt-4o" in refused.value.body["message"]

@@ -370,6 +370,60 @@ fn offer_none(tool_choice: &Option<Value>) -> AppResult<bool> {
     }
 }
 
+/// One model a deployment serves, in OpenAI's `model` shape.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModelObject {
+    /// The name to send as `model` (the deployment's configured model).
+    pub id: String,
+    /// `model`.
+    pub object: &'static str,
+    /// Unix seconds: when this server started serving it.
+    pub created: i64,
+    /// `cairn`.
+    pub owned_by: &'static str,
+}
+
+/// `GET /v1/models`: OpenAI's `list` of [`ModelObject`]s.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelList {
+    /// `list`.
+    pub object: &'static str,
+    /// The models served.
+    pub data: Vec<ModelObject>,
+}
+
+impl App {
+    /// The models this deployment serves: the one model every run uses. Clients list
+    /// them at start-up to check the name they were configured with.
+    pub fn models(&self) -> ModelList {
+        ModelList {
+            object: "list",
+            data: vec![self.model_object()],
+        }
+    }
+
+    /// One served model by its id; `NotFound` for any other.
+    pub fn model(&self, id: &str) -> AppResult<ModelObject> {
+        if id == self.model_name() {
+            Ok(self.model_object())
+        } else {
+            Err(AppError::NotFound(format!(
+                "the model {id:?} does not exist; this deployment serves {:?}",
+                self.model_name()
+            )))
+        }
+    }
+
+    fn model_object(&self) -> ModelObject {
+        ModelObject {
+            id: self.model_name().to_owned(),
+            object: "model",
+            created: self.started_at(),
+            owned_by: "cairn",
+        }
+    }
+}
+
 /// The run's answer, in terms of a chat completion.
 struct Answer {
     tenant: TenantId,

@@ -373,3 +373,79 @@ async fn bad_completion_requests_name_the_field() {
     }
     assert!(model.requests().is_empty(), "nothing reached the model");
 }
+
+/// Issue 13: OpenAI clients list the models at start-up and check the one they were
+/// configured with; `/v1/models` was a 404.
+#[tokio::test]
+async fn the_models_route_lists_the_served_model_in_openais_shape() {
+    let app = crate::helpers::spawn_oidc_app().await;
+    let token = app.oidc.as_ref().unwrap().token("acme-user").await;
+    let get =
+        |path: &str, token: Option<&str>| app.request(reqwest::Method::GET, path, token).send();
+
+    expect_error(get("/v1/models", None).await.unwrap(), 401).await;
+    expect_error(get("/v1/models/anything", None).await.unwrap(), 401).await;
+
+    let response = get("/v1/models", Some(&token)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let list: Value = response.json().await.unwrap();
+    assert_eq!(list["object"], "list", "{list}");
+    let data = list["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1, "{list}");
+    let model = &data[0];
+    assert_eq!(model["object"], "model", "{list}");
+    assert_eq!(model["owned_by"], "cairn", "{list}");
+    assert!(model["created"].as_i64().unwrap() > 0, "{list}");
+    let id = model["id"].as_str().unwrap().to_owned();
+    assert!(!id.is_empty());
+
+    let response = get(&format!("/v1/models/{id}"), Some(&token))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap(), *model);
+
+    let error = expect_error(get("/v1/models/gpt-4o", Some(&token)).await.unwrap(), 404).await;
+    assert_eq!(error["code"], "not_found");
+    assert!(
+        error["message"].as_str().unwrap().contains("gpt-4o"),
+        "{error}"
+    );
+}
+
+/// A model id with a slash (as vLLM serves `Qwen/Qwen3-8B`) is retrieved by its id as
+/// OpenAI clients put it in the path, unescaped.
+#[tokio::test]
+async fn a_model_id_with_a_slash_is_retrieved() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::Options {
+        model: Some(cairn_server::config::ModelConfig::OpenAi(
+            cairn_server::config::OpenAiSettings {
+                base_url: "http://127.0.0.1:9/v1".into(),
+                model: "Qwen/Qwen3-8B".into(),
+                api_key: None,
+                timeout_seconds: 30,
+            },
+        )),
+        ..Default::default()
+    })
+    .await;
+    let response = app
+        .client
+        .get(app.url("/v1/models/Qwen/Qwen3-8B"))
+        .send()
+        .await
+        .unwrap();
+    let text = response.text().await.unwrap();
+    let model: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(model["id"], "Qwen/Qwen3-8B", "{text}");
+    let list: Value = app
+        .client
+        .get(app.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["data"][0]["id"], "Qwen/Qwen3-8B", "{list}");
+}
