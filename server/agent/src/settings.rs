@@ -4,7 +4,7 @@
 //! from the trail on resume, so a paused run continues exactly as it was asked, in any
 //! process.
 
-use cairn_audit::{ClientTool, RunMode, StepKind, StepRecord};
+use cairn_audit::{ClientTool, ForcedTool, RunMode, StepKind, StepRecord};
 use cairn_manifest::{PluginId, ToolSpec};
 use serde_json::json;
 
@@ -25,6 +25,9 @@ pub struct RunSettings {
     pub client_tools: Vec<ClientTool>,
     /// Offer no tools at all (`tool_choice: "none"`).
     pub no_tools: bool,
+    /// A call the first model request must make (`tool_choice: "required"` or a named
+    /// function; a named one is then the only tool offered).
+    pub forced_tool: Option<ForcedTool>,
     /// A hard cap on generated tokens per model request, forced calls included.
     pub max_tokens: Option<u32>,
     /// Sampling temperature.
@@ -40,6 +43,7 @@ impl RunSettings {
             system: self.system.clone(),
             client_tools: self.client_tools.clone(),
             no_tools: self.no_tools,
+            forced_tool: self.forced_tool.clone(),
             max_tokens: self.max_tokens,
             temperature: self.temperature,
         })
@@ -55,6 +59,7 @@ impl RunSettings {
                     system,
                     client_tools,
                     no_tools,
+                    forced_tool,
                     max_tokens,
                     temperature,
                 } => Some(RunSettings {
@@ -62,6 +67,7 @@ impl RunSettings {
                     system: system.clone(),
                     client_tools: client_tools.clone(),
                     no_tools: *no_tools,
+                    forced_tool: forced_tool.clone(),
                     max_tokens: *max_tokens,
                     temperature: *temperature,
                 }),

@@ -20,6 +20,11 @@
 //! whole answers (it must record each one before acting on it), so the chunks carry the
 //! final answer once the run has it.
 //!
+//! `tool_choice` `"required"` or a named function forces a call on the run's *first*
+//! model request only: a run may go on after a server-side tool ran, and a forced call
+//! on every request would never let it answer. A named function is the only tool offered
+//! for the whole run, and later requests are `"none"`: the model answers from its result.
+//!
 //! Earlier turns of the conversation (assistant messages, tool results) are given to the
 //! model as a transcript in the run's one user message, so they are in the ledger too;
 //! system and developer messages are added to the deployment's system prompt.
@@ -27,7 +32,7 @@
 use std::sync::Arc;
 
 use cairn_agent::{Agent, AvailableTool, CLIENT_PLUGIN, RunOutcome, RunSettings, StartRun};
-use cairn_audit::{Actor, ClientTool, Ledger, RunId, StepKind, TenantId};
+use cairn_audit::{Actor, ClientTool, ForcedTool, Ledger, RunId, StepKind, TenantId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -47,7 +52,10 @@ pub struct ChatCompletionRequest {
     /// Tools the client runs itself (`{"type": "function", "function": {…}}`).
     #[serde(default)]
     pub tools: Vec<InputTool>,
-    /// `"auto"` (default) or `"none"`; forcing a tool is not supported.
+    /// `"auto"` (default), `"none"` (no tool offered), `"required"` (the run's first model
+    /// request must call a tool), or `{"type": "function", "function": {"name"}}` naming a
+    /// client tool or a server-side tool: it alone is offered and the first request must
+    /// call it. Both providers honour the forced call (the embedded model by its grammar).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub tool_choice: Option<Value>,
@@ -357,17 +365,74 @@ fn client_tools(tools: &[InputTool], server: &[AvailableTool]) -> AppResult<Vec<
     Ok(out)
 }
 
-/// Whether tools are offered: `true` for `"none"`.
-fn offer_none(tool_choice: &Option<Value>) -> AppResult<bool> {
-    match tool_choice {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::String(s)) if s == "auto" => Ok(false),
-        Some(Value::String(s)) if s == "none" => Ok(true),
-        Some(other) => Err(bad(
-            "tool_choice",
-            format!("{other} is not supported; use \"auto\" or \"none\""),
-        )),
+/// The names the model would be offered the run's tools under.
+fn offered_names(server: &[AvailableTool], client: &[ClientTool]) -> AppResult<Vec<String>> {
+    let client = RunSettings {
+        client_tools: client.to_vec(),
+        ..RunSettings::default()
     }
+    .client_available_tools()
+    .map_err(|e| bad("tools", e))?;
+    let all: Vec<AvailableTool> = server.iter().cloned().chain(client).collect();
+    Ok(cairn_agent::model_names(&all))
+}
+
+/// What the client's `tool_choice` asks of the run.
+#[derive(Debug, PartialEq)]
+enum ToolChoice {
+    Auto,
+    None,
+    Forced(ForcedTool),
+}
+
+/// Parses `tool_choice`: `"auto"` (default), `"none"`, `"required"`, or
+/// `{"type": "function", "function": {"name"}}` naming one of the tools offered to the run
+/// (`offered`: the names the model sees, server-side and client tools alike).
+fn tool_choice(tool_choice: &Option<Value>, offered: &[&str]) -> AppResult<ToolChoice> {
+    let choice = match tool_choice {
+        None | Some(Value::Null) => return Ok(ToolChoice::Auto),
+        Some(Value::String(s)) if s == "auto" => return Ok(ToolChoice::Auto),
+        Some(Value::String(s)) if s == "none" => return Ok(ToolChoice::None),
+        Some(Value::String(s)) if s == "required" => ForcedTool::Required,
+        Some(Value::Object(o)) if o.get("type").and_then(Value::as_str) == Some("function") => {
+            let name = o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    bad(
+                        "tool_choice.function.name",
+                        "a named tool choice is {\"type\": \"function\", \"function\": {\"name\": …}}",
+                    )
+                })?;
+            if !offered.contains(&name) {
+                return Err(bad(
+                    "tool_choice.function.name",
+                    format!(
+                        "{name:?} is not a tool of this request or a server-side tool of this tenant"
+                    ),
+                ));
+            }
+            ForcedTool::Function {
+                name: name.to_owned(),
+            }
+        }
+        Some(other) => {
+            return Err(bad(
+                "tool_choice",
+                format!(
+                    "{other} is not supported; use \"auto\", \"none\", \"required\" or {{\"type\": \"function\", \"function\": {{\"name\": …}}}}"
+                ),
+            ));
+        }
+    };
+    if offered.is_empty() {
+        return Err(bad(
+            "tool_choice",
+            "\"required\" needs a tool to call, and this request offers none",
+        ));
+    }
+    Ok(ToolChoice::Forced(choice))
 }
 
 /// One model a deployment serves, in OpenAI's `model` shape.
@@ -469,12 +534,18 @@ impl App {
             return Err(bad("temperature", "must be between 0 and 2"));
         }
         let (message, system) = conversation(&body.messages)?;
-        let offer_none = offer_none(&body.tool_choice)?;
         let server_tools = self
             .server_tools(&who.tenant)
             .await
             .map_err(|e| AppError::Internal(anyhow::anyhow!("listing tools: {e}")))?;
         let client_tools = client_tools(&body.tools, &server_tools)?;
+        let offered = offered_names(&server_tools, &client_tools)?;
+        let offered: Vec<&str> = offered.iter().map(String::as_str).collect();
+        let (no_tools, forced_tool) = match tool_choice(&body.tool_choice, &offered)? {
+            ToolChoice::Auto => (false, None),
+            ToolChoice::None => (true, None),
+            ToolChoice::Forced(forced) => (false, Some(forced)),
+        };
         self.refresh_policy(&who.tenant).await?;
         Ok(PreparedChat {
             agent: Arc::clone(&self.agent),
@@ -489,7 +560,8 @@ impl App {
                 settings: RunSettings {
                     system,
                     client_tools,
-                    no_tools: offer_none,
+                    no_tools,
+                    forced_tool,
                     max_tokens: body.max_completion_tokens.or(body.max_tokens),
                     temperature: body.temperature,
                     ..RunSettings::default()

@@ -340,6 +340,22 @@ async fn bad_completion_requests_name_the_field() {
             "tool_choice",
         ),
         (
+            json!({ "messages": user, "tool_choice": { "type": "function", "function": { "name": "nowhere" } } }),
+            "tool_choice.function.name",
+        ),
+        (
+            json!({ "messages": user, "tool_choice": { "type": "function" } }),
+            "tool_choice.function.name",
+        ),
+        (
+            json!({ "messages": user, "tool_choice": { "type": "allowed_tools" } }),
+            "tool_choice",
+        ),
+        (
+            json!({ "messages": user, "tool_choice": "always" }),
+            "tool_choice",
+        ),
+        (
             json!({ "messages": [{ "role": "robot", "content": "hi" }] }),
             "messages[0].role",
         ),
@@ -448,4 +464,129 @@ async fn a_model_id_with_a_slash_is_retrieved() {
         .await
         .unwrap();
     assert_eq!(list["data"][0]["id"], "Qwen/Qwen3-8B", "{list}");
+}
+
+/// The tool names the model was offered in `request`.
+fn offered(request: &Value) -> Vec<String> {
+    request["tools"]
+        .as_array()
+        .map(|tools| {
+            tools
+                .iter()
+                .map(|t| t["function"]["name"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The run's `run_configured` step.
+async fn run_configured(app: &TestApp, run: &str) -> Value {
+    let trail = get_json(app, &format!("/v1/audit/runs/{run}")).await;
+    trail["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].clone())
+        .find(|s| s["kind"] == "run_configured")
+        .expect("the run records its settings")
+}
+
+/// Issue 13: `tool_choice: "required"` was refused. It forces a call on the run's first
+/// model request (the provider gets `"required"`); once a server-side tool ran, the model
+/// may answer.
+#[tokio::test]
+async fn tool_choice_required_forces_the_first_call() {
+    let (model, app, _plugin) = with_tasks([
+        Step::tool_call("list_tasks", json!({})),
+        Step::text("You have no tasks."),
+    ])
+    .await;
+    let (answer, _) = complete_ok(
+        &app,
+        json!({
+            "messages": [{ "role": "user", "content": "Anything to do?" }],
+            "tool_choice": "required"
+        }),
+    )
+    .await;
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "You have no tasks."
+    );
+    let requests = model.requests();
+    assert_eq!(requests[0]["tool_choice"], "required", "{}", requests[0]);
+    assert!(offered(&requests[0]).contains(&"list_tasks".to_owned()));
+    assert_eq!(requests[1]["tool_choice"], "auto", "{}", requests[1]);
+    let run = answer["cairn_run_id"].as_str().unwrap();
+    assert_eq!(
+        run_configured(&app, run).await["forced_tool"],
+        json!({ "type": "required" })
+    );
+}
+
+/// A named client function is the only tool offered, and the provider is told to call it.
+#[tokio::test]
+async fn tool_choice_naming_a_client_function_offers_only_it() {
+    let (model, app, _plugin) =
+        with_tasks([Step::tool_call("get_weather", json!({ "city": "Oslo" }))]).await;
+    let choice = json!({ "type": "function", "function": { "name": "get_weather" } });
+    let (answer, _) = complete_ok(
+        &app,
+        json!({
+            "messages": [{ "role": "user", "content": "Weather in Oslo?" }],
+            "tools": [
+                { "type": "function", "function": { "name": "get_weather", "parameters": {
+                    "type": "object", "properties": { "city": { "type": "string" } } } } },
+                { "type": "function", "function": { "name": "get_time" } }
+            ],
+            "tool_choice": choice
+        }),
+    )
+    .await;
+    let request = &model.requests()[0];
+    assert_eq!(request["tool_choice"], choice, "{request}");
+    assert_eq!(offered(request), ["get_weather"], "{request}");
+    let choice0 = &answer["choices"][0];
+    assert_eq!(choice0["finish_reason"], "tool_calls");
+    assert_eq!(
+        choice0["message"]["tool_calls"][0]["function"]["name"],
+        "get_weather"
+    );
+    let run = answer["cairn_run_id"].as_str().unwrap();
+    assert_eq!(
+        run_configured(&app, run).await["forced_tool"],
+        json!({ "type": "function", "name": "get_weather" })
+    );
+}
+
+/// A named server-side tool (a plugin's) is forced the same way; the model then answers
+/// from its result (`tool_choice: "none"`).
+#[tokio::test]
+async fn tool_choice_naming_a_plugin_tool_runs_it_then_answers() {
+    let (model, app, _plugin) = with_tasks([
+        Step::tool_call("list_tasks", json!({})),
+        Step::text("Nothing on your list."),
+    ])
+    .await;
+    let (answer, _) = complete_ok(
+        &app,
+        json!({
+            "messages": [{ "role": "user", "content": "My list?" }],
+            "tool_choice": { "type": "function", "function": { "name": "list_tasks" } }
+        }),
+    )
+    .await;
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "Nothing on your list."
+    );
+    let requests = model.requests();
+    assert_eq!(offered(&requests[0]), ["list_tasks"], "{}", requests[0]);
+    assert_eq!(
+        requests[0]["tool_choice"],
+        json!({ "type": "function", "function": { "name": "list_tasks" } })
+    );
+    assert_eq!(requests[1]["tool_choice"], "none", "{}", requests[1]);
+    let kinds = step_kinds(&app, answer["cairn_run_id"].as_str().unwrap()).await;
+    assert!(kinds.contains(&"tool_result".to_owned()), "{kinds:?}");
 }

@@ -126,7 +126,7 @@ pub struct ChunkEvent {
                 (ChunkEvent = "text/event-stream")
             ),
             headers(("x-cairn-run-id" = String, description = "The run (non-streamed answers)."))),
-        (status = 400, description = "Malformed body (the field is named), `n` above 1, an unsupported `tool_choice`.", body = ErrorBody),
+        (status = 400, description = "Malformed body (the field is named), `n` above 1, a `tool_choice` that is not `auto`, `none`, `required` or a named function of the request or the tenant (or `required` with no tool to call).", body = ErrorBody),
         (status = 401, description = "No valid token.", body = ErrorBody),
         (status = 403, description = "Not a user.", body = ErrorBody),
         (status = 409, description = "The run was cancelled meanwhile.", body = ErrorBody),
