@@ -198,3 +198,23 @@ def test_tool_choice_naming_an_unknown_function_is_refused(client):
             tool_choice={"type": "function", "function": {"name": "get_forecast"}},
         )
     assert refused.value.body["field"] == "tool_choice.function.name"
+
+
+def test_camel_case_and_dashed_function_names_round_trip(client, model):
+    # Frameworks generate such names (OpenAI allows ^[a-zA-Z0-9_-]{1,64}$); they were
+    # refused. Cairn offers them in its own form and answers with the client's names.
+    def get_weather(request):
+        assert {"get_weather", "get_time"} <= set(offered_tools(request)), offered_tools(request)
+        return "get_weather"
+
+    model.push(tool_call(get_weather, {"city": "Oslo"}))
+    completion = client.chat.completions.create(
+        model="scripted",
+        messages=[{"role": "user", "content": "Oslo?"}],
+        tools=[
+            {**WEATHER, "function": {**WEATHER["function"], "name": "getWeather"}},
+            {**TIME, "function": {**TIME["function"], "name": "get-time"}},
+        ],
+    )
+    assert completion.choices[0].finish_reason == "tool_calls"
+    assert completion.choices[0].message.tool_calls[0].function.name == "getWeather"

@@ -126,7 +126,9 @@ pub struct InputTool {
 /// A client tool's function.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct InputFunction {
-    /// Its name: `^[a-z][a-z0-9_]{0,63}$` (Cairn's tool names).
+    /// Its name, by OpenAI's rule `^[a-zA-Z0-9_-]{1,64}$`. Cairn offers and records it
+    /// in its own tool-name form (`getWeather` as `get_weather`) and answers tool calls
+    /// with the client's name.
     pub name: String,
     /// What it does.
     #[serde(default)]
@@ -326,11 +328,11 @@ fn client_tools(tools: &[InputTool], server: &[AvailableTool]) -> AppResult<Vec<
         }
         let name_field = format!("tools[{i}].function.name");
         let f = &tool.function;
-        if server.iter().any(|t| t.spec.name.as_str() == f.name) {
+        if !openai_function_name(&f.name) {
             return Err(bad(
                 name_field,
                 format!(
-                    "{:?} is already a server-side tool of this tenant; rename it",
+                    "{:?} is not a function name: use 1 to 64 characters from a-z, A-Z, 0-9, '_' and '-'",
                     f.name
                 ),
             ));
@@ -362,19 +364,59 @@ fn client_tools(tools: &[InputTool], server: &[AvailableTool]) -> AppResult<Vec<
         .map_err(|e| bad(name_field, e))?;
         out.push(tool);
     }
-    Ok(out)
+    // Each is offered under its Cairn name, which must not be a server-side tool's.
+    let settings = RunSettings {
+        client_tools: out,
+        ..RunSettings::default()
+    };
+    for (i, offered) in settings.client_tool_names().iter().enumerate() {
+        if server.iter().any(|t| t.spec.name.as_str() == offered) {
+            let name = &settings.client_tools[i].name;
+            let also = if name == offered {
+                String::new()
+            } else {
+                format!(" (as Cairn names it, {offered:?})")
+            };
+            return Err(bad(
+                format!("tools[{i}].function.name"),
+                format!("{name:?}{also} is already a server-side tool of this tenant; rename it"),
+            ));
+        }
+    }
+    Ok(settings.client_tools)
 }
 
-/// The names the model would be offered the run's tools under.
-fn offered_names(server: &[AvailableTool], client: &[ClientTool]) -> AppResult<Vec<String>> {
-    let client = RunSettings {
+/// OpenAI's rule for a function's name: `^[a-zA-Z0-9_-]{1,64}$`.
+fn openai_function_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+}
+
+/// The run's tools as a client may name them in `tool_choice`, each with the name the
+/// model is offered it under: a server-side tool by that name, a client tool by its own.
+fn offered_names(
+    server: &[AvailableTool],
+    client: &[ClientTool],
+) -> AppResult<Vec<(String, String)>> {
+    let settings = RunSettings {
         client_tools: client.to_vec(),
         ..RunSettings::default()
-    }
-    .client_available_tools()
-    .map_err(|e| bad("tools", e))?;
-    let all: Vec<AvailableTool> = server.iter().cloned().chain(client).collect();
-    Ok(cairn_agent::model_names(&all))
+    };
+    let client_available = settings
+        .client_available_tools()
+        .map_err(|e| bad("tools", e))?;
+    let all: Vec<AvailableTool> = server.iter().cloned().chain(client_available).collect();
+    let offered = cairn_agent::model_names(&all);
+    let spelled = offered
+        .iter()
+        .enumerate()
+        .map(|(i, model)| match i.checked_sub(server.len()) {
+            Some(j) => client[j].name.clone(),
+            None => model.clone(),
+        });
+    Ok(spelled.zip(offered.iter().cloned()).collect())
 }
 
 /// What the client's `tool_choice` asks of the run.
@@ -388,7 +430,7 @@ enum ToolChoice {
 /// Parses `tool_choice`: `"auto"` (default), `"none"`, `"required"`, or
 /// `{"type": "function", "function": {"name"}}` naming one of the tools offered to the run
 /// (`offered`: the names the model sees, server-side and client tools alike).
-fn tool_choice(tool_choice: &Option<Value>, offered: &[&str]) -> AppResult<ToolChoice> {
+fn tool_choice(tool_choice: &Option<Value>, offered: &[(String, String)]) -> AppResult<ToolChoice> {
     let choice = match tool_choice {
         None | Some(Value::Null) => return Ok(ToolChoice::Auto),
         Some(Value::String(s)) if s == "auto" => return Ok(ToolChoice::Auto),
@@ -405,16 +447,16 @@ fn tool_choice(tool_choice: &Option<Value>, offered: &[&str]) -> AppResult<ToolC
                         "a named tool choice is {\"type\": \"function\", \"function\": {\"name\": …}}",
                     )
                 })?;
-            if !offered.contains(&name) {
+            let Some((_, model_name)) = offered.iter().find(|(spelled, _)| spelled == name) else {
                 return Err(bad(
                     "tool_choice.function.name",
                     format!(
                         "{name:?} is not a tool of this request or a server-side tool of this tenant"
                     ),
                 ));
-            }
+            };
             ForcedTool::Function {
-                name: name.to_owned(),
+                name: model_name.clone(),
             }
         }
         Some(other) => {
@@ -540,7 +582,6 @@ impl App {
             .map_err(|e| AppError::Internal(anyhow::anyhow!("listing tools: {e}")))?;
         let client_tools = client_tools(&body.tools, &server_tools)?;
         let offered = offered_names(&server_tools, &client_tools)?;
-        let offered: Vec<&str> = offered.iter().map(String::as_str).collect();
         let (no_tools, forced_tool) = match tool_choice(&body.tool_choice, &offered)? {
             ToolChoice::Auto => (false, None),
             ToolChoice::None => (true, None),
@@ -588,12 +629,19 @@ impl PreparedChat {
             ..
         } = self;
         let tenant = request.tenant.clone();
+        let settings = request.settings.clone();
         let outcome = drive({
             let agent = Arc::clone(&agent);
             async move { agent.start(request).await }
         })
         .await?;
-        let answer = answer_of(&agent, &tenant, outcome).await?;
+        let mut answer = answer_of(&agent, &tenant, outcome).await?;
+        // The client sees its own names for its tools, whatever Cairn offered them as.
+        for call in &mut answer.tool_calls {
+            if let Some(name) = settings.client_name_of(&call.function.name) {
+                call.function.name = name.to_owned();
+            }
+        }
         let usage = usage(ledger.as_ref(), &answer).await;
         Ok(ChatAnswer {
             answer,

@@ -380,6 +380,10 @@ async fn bad_completion_requests_name_the_field() {
             "tools[0].function.name",
         ),
         (
+            json!({ "messages": user, "tools": [{ "type": "function", "function": { "name": "a".repeat(65) } }] }),
+            "tools[0].function.name",
+        ),
+        (
             json!({ "messages": user, "tools": [{ "type": "function", "function": { "name": "f", "parameters": [] } }] }),
             "tools[0].function.parameters",
         ),
@@ -589,4 +593,83 @@ async fn tool_choice_naming_a_plugin_tool_runs_it_then_answers() {
     assert_eq!(requests[1]["tool_choice"], "none", "{}", requests[1]);
     let kinds = step_kinds(&app, answer["cairn_run_id"].as_str().unwrap()).await;
     assert!(kinds.contains(&"tool_result".to_owned()), "{kinds:?}");
+}
+
+/// Issue 13: OpenAI allows function names `^[a-zA-Z0-9_-]{1,64}$` and frameworks generate
+/// camelCase and dashed ones, which were refused. Cairn offers them in its own form and
+/// answers with the client's names.
+#[tokio::test]
+async fn camel_case_and_dashed_client_tools_round_trip() {
+    use cairn_scripted_model::ScriptedCall;
+    let (model, app, _plugin) = with_tasks([Step::tool_calls([
+        ScriptedCall::new("get_weather", json!({ "city": "Oslo" })),
+        ScriptedCall::new("get_time", json!({})),
+    ])])
+    .await;
+    let (answer, _) = complete_ok(
+        &app,
+        json!({
+            "messages": [{ "role": "user", "content": "Weather and time in Oslo?" }],
+            "tools": [
+                { "type": "function", "function": { "name": "getWeather" } },
+                { "type": "function", "function": { "name": "get-time" } }
+            ]
+        }),
+    )
+    .await;
+    let offered = offered(&model.requests()[0]);
+    assert!(offered.contains(&"get_weather".to_owned()), "{offered:?}");
+    assert!(offered.contains(&"get_time".to_owned()), "{offered:?}");
+    let choice = &answer["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{answer}");
+    let names: Vec<&str> = choice["message"]["tool_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["getWeather", "get-time"], "{answer}");
+    // The run records the client's tools as the client spelled them.
+    let run = answer["cairn_run_id"].as_str().unwrap();
+    let configured = run_configured(&app, run).await;
+    assert_eq!(configured["client_tools"][0]["name"], "getWeather");
+
+    // A named choice uses the client's name too.
+    model.push([Step::tool_call("get_weather", json!({ "city": "Rome" }))]);
+    let (answer, _) = complete_ok(
+        &app,
+        json!({
+            "messages": [{ "role": "user", "content": "Rome?" }],
+            "tools": [{ "type": "function", "function": { "name": "getWeather" } }],
+            "tool_choice": { "type": "function", "function": { "name": "getWeather" } }
+        }),
+    )
+    .await;
+    assert_eq!(
+        model.requests()[1]["tool_choice"]["function"]["name"],
+        "get_weather"
+    );
+    assert_eq!(
+        answer["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+        "getWeather"
+    );
+
+    // Mapped onto a server-side tool's name, it is refused, naming both spellings.
+    let error = expect_error(
+        complete(
+            &app,
+            json!({
+                "messages": [{ "role": "user", "content": "hi" }],
+                "tools": [{ "type": "function", "function": { "name": "listTasks" } }]
+            }),
+        )
+        .await,
+        400,
+    )
+    .await;
+    assert_eq!(error["field"], "tools[0].function.name", "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("list_tasks"),
+        "{error}"
+    );
 }
