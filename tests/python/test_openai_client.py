@@ -135,3 +135,86 @@ def test_client_tools_come_back_as_tool_calls(cairn, client, model):
     assert "tool_call" in kinds(steps)
     # The call was handed to the client, not run on the server.
     assert "tool_result" not in kinds(steps)
+
+
+def test_the_models_are_listed_and_retrieved(client):
+    # Clients and frameworks list the models at start-up (issue 13): the deployment's one
+    # model, by the name runs record, and an unknown id is the client's NotFoundError.
+    models = client.models.list()
+    assert [m.id for m in models.data] == ["scripted"]
+    assert models.data[0].object == "model"
+    assert models.data[0].owned_by == "cairn"
+    assert models.data[0].created > 0
+    assert client.models.retrieve("scripted") == models.data[0]
+    with pytest.raises(openai.NotFoundError) as refused:
+        client.models.retrieve("gpt-4o")
+    assert "gpt-4o" in refused.value.body["message"]
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+TIME = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize(
+    "choice",
+    ["required", {"type": "function", "function": {"name": "get_weather"}}],
+    ids=["required", "named"],
+)
+def test_tool_choice_forces_a_call(client, model, choice):
+    # Both were refused with 400 before issue 13; the provider behind Cairn is told to
+    # call, and a named function is the only one it is offered.
+    def get_weather(request):
+        assert request["tool_choice"] == choice, request
+        if isinstance(choice, dict):
+            assert offered_tools(request) == ["get_weather"], offered_tools(request)
+        else:
+            assert {"get_weather", "get_time"} <= set(offered_tools(request))
+        return "get_weather"
+
+    model.push(tool_call(get_weather, {"city": "Oslo"}))
+    completion = client.chat.completions.create(
+        model="scripted",
+        messages=[{"role": "user", "content": "Oslo?"}],
+        tools=[WEATHER, TIME],
+        tool_choice=choice,
+    )
+    assert completion.choices[0].finish_reason == "tool_calls"
+    assert completion.choices[0].message.tool_calls[0].function.name == "get_weather"
+
+
+def test_tool_choice_naming_an_unknown_function_is_refused(client):
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(
+            model="scripted",
+            messages=[{"role": "user", "content": "Oslo?"}],
+            tools=[WEATHER],
+            tool_choice={"type": "function", "function": {"name": "get_forecast"}},
+        )
+    assert refused.value.body["field"] == "tool_choice.function.name"
+
+
+def test_camel_case_and_dashed_function_names_round_trip(client, model):
+    # Frameworks generate such names (OpenAI allows ^[a-zA-Z0-9_-]{1,64}$); they were
+    # refused. Cairn offers them in its own form and answers with the client's names.
+    def get_weather(request):
+        assert {"get_weather", "get_time"} <= set(offered_tools(request)), offered_tools(request)
+        return "get_weather"
+
+    model.push(tool_call(get_weather, {"city": "Oslo"}))
+    completion = client.chat.completions.create(
+        model="scripted",
+        messages=[{"role": "user", "content": "Oslo?"}],
+        tools=[
+            {**WEATHER, "function": {**WEATHER["function"], "name": "getWeather"}},
+            {**TIME, "function": {**TIME["function"], "name": "get-time"}},
+        ],
+    )
+    assert completion.choices[0].finish_reason == "tool_calls"
+    assert completion.choices[0].message.tool_calls[0].function.name == "getWeather"

@@ -5,8 +5,8 @@
 use std::collections::{HashMap, HashSet};
 
 use cairn_audit::{
-    Actor, ApprovalOutcome, ConversationId, Hash, LedgerError, NewRun, Run, RunId, RunStatus,
-    StepKind, TenantId, UserId,
+    Actor, ApprovalOutcome, ConversationId, ForcedTool, Hash, LedgerError, NewRun, Run, RunId,
+    RunStatus, StepKind, TenantId, UserId,
 };
 use chrono::Utc;
 use tokio::time::Instant;
@@ -215,8 +215,12 @@ impl Agent {
                 reason,
             })?;
         tools.extend(client);
+        let forced = match &settings.forced_tool {
+            Some(ForcedTool::Function { name }) => Some(name.as_str()),
+            _ => None,
+        };
         let selection = match (&self.selector, request) {
-            _ if settings.no_tools => None,
+            _ if settings.no_tools || forced.is_some() => None,
             (Some(selector), Some(request)) => match selector.select(request, &tools).await {
                 Ok(s) => Some(s),
                 Err(e) => {
@@ -229,6 +233,16 @@ impl Agent {
         let mut catalog = Catalog::build(tools, &self.schemas).map_err(AgentError::Tools)?;
         if settings.no_tools {
             catalog.restrict(&[], false);
+        } else if let Some(name) = forced {
+            // The client named the call: that tool alone is offered, and the first
+            // request must make it.
+            let i = catalog
+                .index_of_model_name(name)
+                .ok_or_else(|| AgentError::Invalid {
+                    what: "tool_choice",
+                    reason: format!("no tool named {name:?} is offered to this run"),
+                })?;
+            catalog.restrict(&[i], true);
         } else if let Some(s) = selection {
             catalog.restrict(&s.offered, s.require_first);
         }

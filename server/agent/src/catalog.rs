@@ -177,21 +177,33 @@ pub(crate) struct Catalog {
     required_first: Option<String>,
 }
 
-impl Catalog {
-    /// Builds the catalog of `tools`, compiling (or reusing) their validators.
-    pub(crate) fn build(tools: Vec<AvailableTool>, cache: &SchemaCache) -> Result<Self, String> {
-        let mut counts: HashMap<&str, usize> = HashMap::new();
-        for t in &tools {
-            *counts.entry(t.spec.name.as_str()).or_default() += 1;
-        }
-        let mut entries = Vec::with_capacity(tools.len());
-        for t in &tools {
+/// The names `tools` are offered to the model under, in order: a tool's own name, or
+/// `plugin__tool` when two plugins offer the same name.
+pub fn model_names(tools: &[AvailableTool]) -> Vec<String> {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for t in tools {
+        *counts.entry(t.spec.name.as_str()).or_default() += 1;
+    }
+    tools
+        .iter()
+        .map(|t| {
             let name = t.spec.name.as_str();
-            let model_name = if counts.get(name).copied().unwrap_or(0) > 1 {
+            if counts.get(name).copied().unwrap_or(0) > 1 {
                 format!("{}__{}", t.plugin, name)
             } else {
                 name.to_string()
-            };
+            }
+        })
+        .collect()
+}
+
+impl Catalog {
+    /// Builds the catalog of `tools`, compiling (or reusing) their validators.
+    pub(crate) fn build(tools: Vec<AvailableTool>, cache: &SchemaCache) -> Result<Self, String> {
+        let model_names = model_names(&tools);
+        let mut entries = Vec::with_capacity(tools.len());
+        for (t, model_name) in tools.iter().zip(model_names) {
+            let name = t.spec.name.as_str();
             let ledger_plugin = LedgerPluginId::parse(t.plugin.as_str())
                 .map_err(|e| format!("plugin {}: {e}", t.plugin))?;
             let ledger_tool =
@@ -261,6 +273,12 @@ impl Catalog {
             .first()
             .filter(|_| require_first)
             .map(|&i| self.entries[i].model_name.clone());
+    }
+
+    /// The index of the tool the model is offered as `name` (among every tool the catalog
+    /// was built from), for [`Catalog::restrict`].
+    pub(crate) fn index_of_model_name(&self, name: &str) -> Option<usize> {
+        self.entries.iter().position(|e| e.model_name == name)
     }
 
     /// The tool the run's first model request must call, if the selector decided it.

@@ -65,6 +65,7 @@ mod state;
 mod tools;
 
 pub use agent::{ApprovalDecision, Caller, InvokeTool, RunInfo, StartRun};
+pub use catalog::model_names;
 pub use config::{AgentConfig, AgentDeps};
 pub use error::{AgentError, Result};
 pub use policy::{ApprovalMode, ApprovalPolicy, Gate, TenantApprovalPolicy};

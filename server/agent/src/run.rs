@@ -324,9 +324,13 @@ impl RunCtx<'_> {
                 .messages(system.as_deref(), |p, t| self.catalog.model_name_of(p, t));
             // A selector that decided the call makes the plan: the first request must
             // make that call, later ones answer from its result (`tool_choice: none`).
+            // A client's `tool_choice: "required"` forces a call on the first request;
+            // later ones (after server-side tools ran) may answer.
+            let first = self.transcript.model_calls == 0;
             let tool_choice = match self.catalog.required_first() {
-                Some(name) if self.transcript.model_calls == 0 => ToolChoice::Tool(name.to_owned()),
+                Some(name) if first => ToolChoice::Tool(name.to_owned()),
                 Some(_) => ToolChoice::None,
+                None if first && self.settings.forced_tool.is_some() => ToolChoice::Required,
                 None => ToolChoice::Auto,
             };
             // A forced call may have to carry the request's data in its arguments: unless
@@ -334,7 +338,7 @@ impl RunCtx<'_> {
             // A client's own cap is a hard limit, forced calls included.
             let widen = config.widen_forced_calls && self.settings.max_tokens.is_none();
             let max_tokens = match (&tool_choice, self.settings.max_tokens.or(config.max_tokens)) {
-                (ToolChoice::Tool(_), Some(cap)) if widen => {
+                (ToolChoice::Tool(_) | ToolChoice::Required, Some(cap)) if widen => {
                     let asked = messages
                         .iter()
                         .rev()

@@ -117,6 +117,7 @@ pub struct App {
     notifier: RunNotifier,
     tools: Arc<dyn ToolExecutor>,
     model_name: String,
+    started_at: i64,
     installations: Arc<dyn Installations>,
     policies: policy::Policies,
 }
@@ -154,6 +155,7 @@ impl App {
             notifier: deps.notifier,
             tools: deps.tools,
             model_name,
+            started_at: chrono::Utc::now().timestamp(),
             installations: deps.installations,
         }
     }
@@ -171,5 +173,11 @@ impl App {
     /// The model's name, as runs record it.
     pub fn model_name(&self) -> &str {
         &self.model_name
+    }
+
+    /// When this application was built (Unix seconds): the `created` of the models it
+    /// serves.
+    pub fn started_at(&self) -> i64 {
+        self.started_at
     }
 }

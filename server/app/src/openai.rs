@@ -20,6 +20,11 @@
 //! whole answers (it must record each one before acting on it), so the chunks carry the
 //! final answer once the run has it.
 //!
+//! `tool_choice` `"required"` or a named function forces a call on the run's *first*
+//! model request only: a run may go on after a server-side tool ran, and a forced call
+//! on every request would never let it answer. A named function is the only tool offered
+//! for the whole run, and later requests are `"none"`: the model answers from its result.
+//!
 //! Earlier turns of the conversation (assistant messages, tool results) are given to the
 //! model as a transcript in the run's one user message, so they are in the ledger too;
 //! system and developer messages are added to the deployment's system prompt.
@@ -27,7 +32,7 @@
 use std::sync::Arc;
 
 use cairn_agent::{Agent, AvailableTool, CLIENT_PLUGIN, RunOutcome, RunSettings, StartRun};
-use cairn_audit::{Actor, ClientTool, Ledger, RunId, StepKind, TenantId};
+use cairn_audit::{Actor, ClientTool, ForcedTool, Ledger, RunId, StepKind, TenantId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -47,7 +52,10 @@ pub struct ChatCompletionRequest {
     /// Tools the client runs itself (`{"type": "function", "function": {…}}`).
     #[serde(default)]
     pub tools: Vec<InputTool>,
-    /// `"auto"` (default) or `"none"`; forcing a tool is not supported.
+    /// `"auto"` (default), `"none"` (no tool offered), `"required"` (the run's first model
+    /// request must call a tool), or `{"type": "function", "function": {"name"}}` naming a
+    /// client tool or a server-side tool: it alone is offered and the first request must
+    /// call it. Both providers honour the forced call (the embedded model by its grammar).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub tool_choice: Option<Value>,
@@ -118,7 +126,9 @@ pub struct InputTool {
 /// A client tool's function.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct InputFunction {
-    /// Its name: `^[a-z][a-z0-9_]{0,63}$` (Cairn's tool names).
+    /// Its name, by OpenAI's rule `^[a-zA-Z0-9_-]{1,64}$`. Cairn offers and records it
+    /// in its own tool-name form (`getWeather` as `get_weather`) and answers tool calls
+    /// with the client's name.
     pub name: String,
     /// What it does.
     #[serde(default)]
@@ -318,11 +328,11 @@ fn client_tools(tools: &[InputTool], server: &[AvailableTool]) -> AppResult<Vec<
         }
         let name_field = format!("tools[{i}].function.name");
         let f = &tool.function;
-        if server.iter().any(|t| t.spec.name.as_str() == f.name) {
+        if !openai_function_name(&f.name) {
             return Err(bad(
                 name_field,
                 format!(
-                    "{:?} is already a server-side tool of this tenant; rename it",
+                    "{:?} is not a function name: use 1 to 64 characters from a-z, A-Z, 0-9, '_' and '-'",
                     f.name
                 ),
             ));
@@ -354,19 +364,170 @@ fn client_tools(tools: &[InputTool], server: &[AvailableTool]) -> AppResult<Vec<
         .map_err(|e| bad(name_field, e))?;
         out.push(tool);
     }
-    Ok(out)
+    // Each is offered under its Cairn name, which must not be a server-side tool's.
+    let settings = RunSettings {
+        client_tools: out,
+        ..RunSettings::default()
+    };
+    for (i, offered) in settings.client_tool_names().iter().enumerate() {
+        if server.iter().any(|t| t.spec.name.as_str() == offered) {
+            let name = &settings.client_tools[i].name;
+            let also = if name == offered {
+                String::new()
+            } else {
+                format!(" (as Cairn names it, {offered:?})")
+            };
+            return Err(bad(
+                format!("tools[{i}].function.name"),
+                format!("{name:?}{also} is already a server-side tool of this tenant; rename it"),
+            ));
+        }
+    }
+    Ok(settings.client_tools)
 }
 
-/// Whether tools are offered: `true` for `"none"`.
-fn offer_none(tool_choice: &Option<Value>) -> AppResult<bool> {
-    match tool_choice {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::String(s)) if s == "auto" => Ok(false),
-        Some(Value::String(s)) if s == "none" => Ok(true),
-        Some(other) => Err(bad(
+/// OpenAI's rule for a function's name: `^[a-zA-Z0-9_-]{1,64}$`.
+fn openai_function_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+}
+
+/// The run's tools as a client may name them in `tool_choice`, each with the name the
+/// model is offered it under: a server-side tool by that name, a client tool by its own.
+fn offered_names(
+    server: &[AvailableTool],
+    client: &[ClientTool],
+) -> AppResult<Vec<(String, String)>> {
+    let settings = RunSettings {
+        client_tools: client.to_vec(),
+        ..RunSettings::default()
+    };
+    let client_available = settings
+        .client_available_tools()
+        .map_err(|e| bad("tools", e))?;
+    let all: Vec<AvailableTool> = server.iter().cloned().chain(client_available).collect();
+    let offered = cairn_agent::model_names(&all);
+    let spelled = offered
+        .iter()
+        .enumerate()
+        .map(|(i, model)| match i.checked_sub(server.len()) {
+            Some(j) => client[j].name.clone(),
+            None => model.clone(),
+        });
+    Ok(spelled.zip(offered.iter().cloned()).collect())
+}
+
+/// What the client's `tool_choice` asks of the run.
+#[derive(Debug, PartialEq)]
+enum ToolChoice {
+    Auto,
+    None,
+    Forced(ForcedTool),
+}
+
+/// Parses `tool_choice`: `"auto"` (default), `"none"`, `"required"`, or
+/// `{"type": "function", "function": {"name"}}` naming one of the tools offered to the run
+/// (`offered`: the names the model sees, server-side and client tools alike).
+fn tool_choice(tool_choice: &Option<Value>, offered: &[(String, String)]) -> AppResult<ToolChoice> {
+    let choice = match tool_choice {
+        None | Some(Value::Null) => return Ok(ToolChoice::Auto),
+        Some(Value::String(s)) if s == "auto" => return Ok(ToolChoice::Auto),
+        Some(Value::String(s)) if s == "none" => return Ok(ToolChoice::None),
+        Some(Value::String(s)) if s == "required" => ForcedTool::Required,
+        Some(Value::Object(o)) if o.get("type").and_then(Value::as_str) == Some("function") => {
+            let name = o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    bad(
+                        "tool_choice.function.name",
+                        "a named tool choice is {\"type\": \"function\", \"function\": {\"name\": …}}",
+                    )
+                })?;
+            let Some((_, model_name)) = offered.iter().find(|(spelled, _)| spelled == name) else {
+                return Err(bad(
+                    "tool_choice.function.name",
+                    format!(
+                        "{name:?} is not a tool of this request or a server-side tool of this tenant"
+                    ),
+                ));
+            };
+            ForcedTool::Function {
+                name: model_name.clone(),
+            }
+        }
+        Some(other) => {
+            return Err(bad(
+                "tool_choice",
+                format!(
+                    "{other} is not supported; use \"auto\", \"none\", \"required\" or {{\"type\": \"function\", \"function\": {{\"name\": …}}}}"
+                ),
+            ));
+        }
+    };
+    if offered.is_empty() {
+        return Err(bad(
             "tool_choice",
-            format!("{other} is not supported; use \"auto\" or \"none\""),
-        )),
+            "\"required\" needs a tool to call, and this request offers none",
+        ));
+    }
+    Ok(ToolChoice::Forced(choice))
+}
+
+/// One model a deployment serves, in OpenAI's `model` shape.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModelObject {
+    /// The name to send as `model` (the deployment's configured model).
+    pub id: String,
+    /// `model`.
+    pub object: &'static str,
+    /// Unix seconds: when this server started serving it.
+    pub created: i64,
+    /// `cairn`.
+    pub owned_by: &'static str,
+}
+
+/// `GET /v1/models`: OpenAI's `list` of [`ModelObject`]s.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelList {
+    /// `list`.
+    pub object: &'static str,
+    /// The models served.
+    pub data: Vec<ModelObject>,
+}
+
+impl App {
+    /// The models this deployment serves: the one model every run uses. Clients list
+    /// them at start-up to check the name they were configured with.
+    pub fn models(&self) -> ModelList {
+        ModelList {
+            object: "list",
+            data: vec![self.model_object()],
+        }
+    }
+
+    /// One served model by its id; `NotFound` for any other.
+    pub fn model(&self, id: &str) -> AppResult<ModelObject> {
+        if id == self.model_name() {
+            Ok(self.model_object())
+        } else {
+            Err(AppError::NotFound(format!(
+                "the model {id:?} does not exist; this deployment serves {:?}",
+                self.model_name()
+            )))
+        }
+    }
+
+    fn model_object(&self) -> ModelObject {
+        ModelObject {
+            id: self.model_name().to_owned(),
+            object: "model",
+            created: self.started_at(),
+            owned_by: "cairn",
+        }
     }
 }
 
@@ -415,12 +576,17 @@ impl App {
             return Err(bad("temperature", "must be between 0 and 2"));
         }
         let (message, system) = conversation(&body.messages)?;
-        let offer_none = offer_none(&body.tool_choice)?;
         let server_tools = self
             .server_tools(&who.tenant)
             .await
             .map_err(|e| AppError::Internal(anyhow::anyhow!("listing tools: {e}")))?;
         let client_tools = client_tools(&body.tools, &server_tools)?;
+        let offered = offered_names(&server_tools, &client_tools)?;
+        let (no_tools, forced_tool) = match tool_choice(&body.tool_choice, &offered)? {
+            ToolChoice::Auto => (false, None),
+            ToolChoice::None => (true, None),
+            ToolChoice::Forced(forced) => (false, Some(forced)),
+        };
         self.refresh_policy(&who.tenant).await?;
         Ok(PreparedChat {
             agent: Arc::clone(&self.agent),
@@ -435,7 +601,8 @@ impl App {
                 settings: RunSettings {
                     system,
                     client_tools,
-                    no_tools: offer_none,
+                    no_tools,
+                    forced_tool,
                     max_tokens: body.max_completion_tokens.or(body.max_tokens),
                     temperature: body.temperature,
                     ..RunSettings::default()
@@ -462,12 +629,19 @@ impl PreparedChat {
             ..
         } = self;
         let tenant = request.tenant.clone();
+        let settings = request.settings.clone();
         let outcome = drive({
             let agent = Arc::clone(&agent);
             async move { agent.start(request).await }
         })
         .await?;
-        let answer = answer_of(&agent, &tenant, outcome).await?;
+        let mut answer = answer_of(&agent, &tenant, outcome).await?;
+        // The client sees its own names for its tools, whatever Cairn offered them as.
+        for call in &mut answer.tool_calls {
+            if let Some(name) = settings.client_name_of(&call.function.name) {
+                call.function.name = name.to_owned();
+            }
+        }
         let usage = usage(ledger.as_ref(), &answer).await;
         Ok(ChatAnswer {
             answer,

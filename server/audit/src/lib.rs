@@ -61,6 +61,7 @@ pub use query::{CSV_HEADER, Cursor, MAX_PAGE, StepPage, StepQuery, write_csv, wr
 pub use seal_store::{SealEntry, StoredCheckpoint};
 pub use sqlite::SqliteLedger;
 pub use step::{
-    ApprovalOutcome, ClientTool, PolicyOutcome, RunMode, RunStatus, StepKind, step_schema,
+    ApprovalOutcome, ClientTool, ForcedTool, PolicyOutcome, RunMode, RunStatus, StepKind,
+    step_schema,
 };
 pub use verify::{Break, Problem, VerifyCounts, VerifyReport};

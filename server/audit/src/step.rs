@@ -31,6 +31,10 @@ pub enum StepKind {
         /// `tool_choice: "none"`: no tool is offered at all.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         no_tools: bool,
+        /// `tool_choice: "required"` or a named function: the run's first model request
+        /// must call a tool (that one, the only one offered).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        forced_tool: Option<ForcedTool>,
         /// The client's cap on generated tokens per model request (a hard limit).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_tokens: Option<u32>,
@@ -279,6 +283,20 @@ pub struct ClientTool {
     pub description: String,
     /// The JSON Schema of its arguments.
     pub parameters: serde_json::Value,
+}
+
+/// A tool call the client's `tool_choice` forces on the run's first model request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ForcedTool {
+    /// `"required"`: a call to any tool offered.
+    Required,
+    /// `{"type": "function", "function": {"name"}}`: a call to this tool, by the name the
+    /// model is offered it under; it is the only tool offered to the run.
+    Function {
+        /// The tool's name as offered to the model.
+        name: String,
+    },
 }
 
 /// The outcome of a policy check.

@@ -340,6 +340,22 @@ async fn bad_completion_requests_name_the_field() {
             "tool_choice",
         ),
         (
+            json!({ "messages": user, "tool_choice": { "type": "function", "function": { "name": "nowhere" } } }),
+            "tool_choice.function.name",
+        ),
+        (
+            json!({ "messages": user, "tool_choice": { "type": "function" } }),
+            "tool_choice.function.name",
+        ),
+        (
+            json!({ "messages": user, "tool_choice": { "type": "allowed_tools" } }),
+            "tool_choice",
+        ),
+        (
+            json!({ "messages": user, "tool_choice": "always" }),
+            "tool_choice",
+        ),
+        (
             json!({ "messages": [{ "role": "robot", "content": "hi" }] }),
             "messages[0].role",
         ),
@@ -364,6 +380,10 @@ async fn bad_completion_requests_name_the_field() {
             "tools[0].function.name",
         ),
         (
+            json!({ "messages": user, "tools": [{ "type": "function", "function": { "name": "a".repeat(65) } }] }),
+            "tools[0].function.name",
+        ),
+        (
             json!({ "messages": user, "tools": [{ "type": "function", "function": { "name": "f", "parameters": [] } }] }),
             "tools[0].function.parameters",
         ),
@@ -372,4 +392,284 @@ async fn bad_completion_requests_name_the_field() {
         assert_eq!(error["field"], field, "{body}: {error}");
     }
     assert!(model.requests().is_empty(), "nothing reached the model");
+}
+
+/// Issue 13: OpenAI clients list the models at start-up and check the one they were
+/// configured with; `/v1/models` was a 404.
+#[tokio::test]
+async fn the_models_route_lists_the_served_model_in_openais_shape() {
+    let app = crate::helpers::spawn_oidc_app().await;
+    let token = app.oidc.as_ref().unwrap().token("acme-user").await;
+    let get =
+        |path: &str, token: Option<&str>| app.request(reqwest::Method::GET, path, token).send();
+
+    expect_error(get("/v1/models", None).await.unwrap(), 401).await;
+    expect_error(get("/v1/models/anything", None).await.unwrap(), 401).await;
+
+    let response = get("/v1/models", Some(&token)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let list: Value = response.json().await.unwrap();
+    assert_eq!(list["object"], "list", "{list}");
+    let data = list["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1, "{list}");
+    let model = &data[0];
+    assert_eq!(model["object"], "model", "{list}");
+    assert_eq!(model["owned_by"], "cairn", "{list}");
+    assert!(model["created"].as_i64().unwrap() > 0, "{list}");
+    let id = model["id"].as_str().unwrap().to_owned();
+    assert!(!id.is_empty());
+
+    let response = get(&format!("/v1/models/{id}"), Some(&token))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap(), *model);
+
+    let error = expect_error(get("/v1/models/gpt-4o", Some(&token)).await.unwrap(), 404).await;
+    assert_eq!(error["code"], "not_found");
+    assert!(
+        error["message"].as_str().unwrap().contains("gpt-4o"),
+        "{error}"
+    );
+}
+
+/// A model id with a slash (as vLLM serves `Qwen/Qwen3-8B`) is retrieved by its id as
+/// OpenAI clients put it in the path, unescaped.
+#[tokio::test]
+async fn a_model_id_with_a_slash_is_retrieved() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::Options {
+        model: Some(cairn_server::config::ModelConfig::OpenAi(
+            cairn_server::config::OpenAiSettings {
+                base_url: "http://127.0.0.1:9/v1".into(),
+                model: "Qwen/Qwen3-8B".into(),
+                api_key: None,
+                timeout_seconds: 30,
+            },
+        )),
+        ..Default::default()
+    })
+    .await;
+    let response = app
+        .client
+        .get(app.url("/v1/models/Qwen/Qwen3-8B"))
+        .send()
+        .await
+        .unwrap();
+    let text = response.text().await.unwrap();
+    let model: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(model["id"], "Qwen/Qwen3-8B", "{text}");
+    let list: Value = app
+        .client
+        .get(app.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["data"][0]["id"], "Qwen/Qwen3-8B", "{list}");
+}
+
+/// The tool names the model was offered in `request`.
+fn offered(request: &Value) -> Vec<String> {
+    request["tools"]
+        .as_array()
+        .map(|tools| {
+            tools
+                .iter()
+                .map(|t| t["function"]["name"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The run's `run_configured` step.
+async fn run_configured(app: &TestApp, run: &str) -> Value {
+    let trail = get_json(app, &format!("/v1/audit/runs/{run}")).await;
+    trail["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].clone())
+        .find(|s| s["kind"] == "run_configured")
+        .expect("the run records its settings")
+}
+
+/// Issue 13: `tool_choice: "required"` was refused. It forces a call on the run's first
+/// model request (the provider gets `"required"`); once a server-side tool ran, the model
+/// may answer.
+#[tokio::test]
+async fn tool_choice_required_forces_the_first_call() {
+    let (model, app, _plugin) = with_tasks([
+        Step::tool_call("list_tasks", json!({})),
+        Step::text("You have no tasks."),
+    ])
+    .await;
+    let (answer, _) = complete_ok(
+        &app,
+        json!({
+            "messages": [{ "role": "user", "content": "Anything to do?" }],
+            "tool_choice": "required"
+        }),
+    )
+    .await;
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "You have no tasks."
+    );
+    let requests = model.requests();
+    assert_eq!(requests[0]["tool_choice"], "required", "{}", requests[0]);
+    assert!(offered(&requests[0]).contains(&"list_tasks".to_owned()));
+    assert_eq!(requests[1]["tool_choice"], "auto", "{}", requests[1]);
+    let run = answer["cairn_run_id"].as_str().unwrap();
+    assert_eq!(
+        run_configured(&app, run).await["forced_tool"],
+        json!({ "type": "required" })
+    );
+}
+
+/// A named client function is the only tool offered, and the provider is told to call it.
+#[tokio::test]
+async fn tool_choice_naming_a_client_function_offers_only_it() {
+    let (model, app, _plugin) =
+        with_tasks([Step::tool_call("get_weather", json!({ "city": "Oslo" }))]).await;
+    let choice = json!({ "type": "function", "function": { "name": "get_weather" } });
+    let (answer, _) = complete_ok(
+        &app,
+        json!({
+            "messages": [{ "role": "user", "content": "Weather in Oslo?" }],
+            "tools": [
+                { "type": "function", "function": { "name": "get_weather", "parameters": {
+                    "type": "object", "properties": { "city": { "type": "string" } } } } },
+                { "type": "function", "function": { "name": "get_time" } }
+            ],
+            "tool_choice": choice
+        }),
+    )
+    .await;
+    let request = &model.requests()[0];
+    assert_eq!(request["tool_choice"], choice, "{request}");
+    assert_eq!(offered(request), ["get_weather"], "{request}");
+    let choice0 = &answer["choices"][0];
+    assert_eq!(choice0["finish_reason"], "tool_calls");
+    assert_eq!(
+        choice0["message"]["tool_calls"][0]["function"]["name"],
+        "get_weather"
+    );
+    let run = answer["cairn_run_id"].as_str().unwrap();
+    assert_eq!(
+        run_configured(&app, run).await["forced_tool"],
+        json!({ "type": "function", "name": "get_weather" })
+    );
+}
+
+/// A named server-side tool (a plugin's) is forced the same way; the model then answers
+/// from its result (`tool_choice: "none"`).
+#[tokio::test]
+async fn tool_choice_naming_a_plugin_tool_runs_it_then_answers() {
+    let (model, app, _plugin) = with_tasks([
+        Step::tool_call("list_tasks", json!({})),
+        Step::text("Nothing on your list."),
+    ])
+    .await;
+    let (answer, _) = complete_ok(
+        &app,
+        json!({
+            "messages": [{ "role": "user", "content": "My list?" }],
+            "tool_choice": { "type": "function", "function": { "name": "list_tasks" } }
+        }),
+    )
+    .await;
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "Nothing on your list."
+    );
+    let requests = model.requests();
+    assert_eq!(offered(&requests[0]), ["list_tasks"], "{}", requests[0]);
+    assert_eq!(
+        requests[0]["tool_choice"],
+        json!({ "type": "function", "function": { "name": "list_tasks" } })
+    );
+    assert_eq!(requests[1]["tool_choice"], "none", "{}", requests[1]);
+    let kinds = step_kinds(&app, answer["cairn_run_id"].as_str().unwrap()).await;
+    assert!(kinds.contains(&"tool_result".to_owned()), "{kinds:?}");
+}
+
+/// Issue 13: OpenAI allows function names `^[a-zA-Z0-9_-]{1,64}$` and frameworks generate
+/// camelCase and dashed ones, which were refused. Cairn offers them in its own form and
+/// answers with the client's names.
+#[tokio::test]
+async fn camel_case_and_dashed_client_tools_round_trip() {
+    use cairn_scripted_model::ScriptedCall;
+    let (model, app, _plugin) = with_tasks([Step::tool_calls([
+        ScriptedCall::new("get_weather", json!({ "city": "Oslo" })),
+        ScriptedCall::new("get_time", json!({})),
+    ])])
+    .await;
+    let (answer, _) = complete_ok(
+        &app,
+        json!({
+            "messages": [{ "role": "user", "content": "Weather and time in Oslo?" }],
+            "tools": [
+                { "type": "function", "function": { "name": "getWeather" } },
+                { "type": "function", "function": { "name": "get-time" } }
+            ]
+        }),
+    )
+    .await;
+    let offered = offered(&model.requests()[0]);
+    assert!(offered.contains(&"get_weather".to_owned()), "{offered:?}");
+    assert!(offered.contains(&"get_time".to_owned()), "{offered:?}");
+    let choice = &answer["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{answer}");
+    let names: Vec<&str> = choice["message"]["tool_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["getWeather", "get-time"], "{answer}");
+    // The run records the client's tools as the client spelled them.
+    let run = answer["cairn_run_id"].as_str().unwrap();
+    let configured = run_configured(&app, run).await;
+    assert_eq!(configured["client_tools"][0]["name"], "getWeather");
+
+    // A named choice uses the client's name too.
+    model.push([Step::tool_call("get_weather", json!({ "city": "Rome" }))]);
+    let (answer, _) = complete_ok(
+        &app,
+        json!({
+            "messages": [{ "role": "user", "content": "Rome?" }],
+            "tools": [{ "type": "function", "function": { "name": "getWeather" } }],
+            "tool_choice": { "type": "function", "function": { "name": "getWeather" } }
+        }),
+    )
+    .await;
+    assert_eq!(
+        model.requests()[1]["tool_choice"]["function"]["name"],
+        "get_weather"
+    );
+    assert_eq!(
+        answer["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+        "getWeather"
+    );
+
+    // Mapped onto a server-side tool's name, it is refused, naming both spellings.
+    let error = expect_error(
+        complete(
+            &app,
+            json!({
+                "messages": [{ "role": "user", "content": "hi" }],
+                "tools": [{ "type": "function", "function": { "name": "listTasks" } }]
+            }),
+        )
+        .await,
+        400,
+    )
+    .await;
+    assert_eq!(error["field"], "tools[0].function.name", "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("list_tasks"),
+        "{error}"
+    );
 }

@@ -33,7 +33,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 pub use cairn_app::openai::{
     ChatCompletion, ChatCompletionRequest, ChatUsage, Choice, InputFunction, InputMessage,
-    InputRole, InputTool, OutputFunction, OutputMessage, OutputToolCall,
+    InputRole, InputTool, ModelList, ModelObject, OutputFunction, OutputMessage, OutputToolCall,
 };
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -42,10 +42,68 @@ use utoipa_axum::routes;
 use crate::http::AppState;
 use crate::http::auth::{AuthUser, Role};
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
-use crate::http::extract::AppJson;
+use crate::http::extract::{AppJson, AppPath};
+
+/// The path of one model.
+#[derive(Debug, serde::Deserialize)]
+struct ModelPath {
+    id: String,
+}
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(chat_completions))
+    // A model's id may hold slashes (`Qwen/Qwen3-8B`), which OpenAI clients put in the
+    // path as they are: the route takes the rest of the path, the document says `{id}`.
+    let (schemas, paths, _) = routes!(get_model);
+    let mut components = utoipa::openapi::ComponentsBuilder::new().build();
+    components.schemas.extend(schemas);
+    let documented = utoipa::openapi::OpenApiBuilder::new()
+        .paths(paths)
+        .components(Some(components))
+        .build();
+    OpenApiRouter::new()
+        .routes(routes!(chat_completions))
+        .routes(routes!(list_models))
+        .merge(
+            OpenApiRouter::with_openapi(documented)
+                .route("/v1/models/{*id}", axum::routing::get(get_model)),
+        )
+}
+
+/// Lists the models this deployment serves (OpenAI's `GET /v1/models`): the one model
+/// every run uses, which is what `model` names in a chat completion's answer.
+#[utoipa::path(get, path = "/v1/models", tag = "chat", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "OpenAI's `list` of `model` objects.", body = ModelList),
+        (status = 401, description = "No valid token.", body = ErrorBody),
+        (status = 403, description = "Not a user.", body = ErrorBody)
+    ))]
+#[tracing::instrument(skip_all, fields(tenant = %user.tenant.as_str()))]
+async fn list_models(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> ApiResult<AppJson<ModelList>> {
+    user.require(Role::User)?;
+    Ok(AppJson(state.app.models()))
+}
+
+/// One served model by its id (OpenAI's `GET /v1/models/{id}`).
+#[utoipa::path(get, path = "/v1/models/{id}", tag = "chat", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The model's id, as `GET /v1/models` lists it.")),
+    responses(
+        (status = 200, description = "The `model` object.", body = ModelObject),
+        (status = 400, description = "The path is not valid UTF-8.", body = ErrorBody),
+        (status = 401, description = "No valid token.", body = ErrorBody),
+        (status = 403, description = "Not a user.", body = ErrorBody),
+        (status = 404, description = "This deployment does not serve that model.", body = ErrorBody)
+    ))]
+#[tracing::instrument(skip_all, fields(tenant = %user.tenant.as_str()))]
+async fn get_model(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppPath(path): AppPath<ModelPath>,
+) -> ApiResult<AppJson<ModelObject>> {
+    user.require(Role::User)?;
+    Ok(AppJson(state.app.model(&path.id)?))
 }
 
 /// One server-sent event of a streamed answer (documentation only).
@@ -68,7 +126,7 @@ pub struct ChunkEvent {
                 (ChunkEvent = "text/event-stream")
             ),
             headers(("x-cairn-run-id" = String, description = "The run (non-streamed answers)."))),
-        (status = 400, description = "Malformed body (the field is named), `n` above 1, an unsupported `tool_choice`.", body = ErrorBody),
+        (status = 400, description = "Malformed body (the field is named), `n` above 1, a `tool_choice` that is not `auto`, `none`, `required` or a named function of the request or the tenant (or `required` with no tool to call).", body = ErrorBody),
         (status = 401, description = "No valid token.", body = ErrorBody),
         (status = 403, description = "Not a user.", body = ErrorBody),
         (status = 409, description = "The run was cancelled meanwhile.", body = ErrorBody),
