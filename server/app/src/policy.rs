@@ -191,38 +191,64 @@ impl Policies {
         }))
     }
 
-    /// Writes the tenant's policy, bumping its revision; returns the new revision.
+    /// Writes the tenant's policy if its revision is still `expected` (0: none stored
+    /// yet), bumping it; returns the new revision. Another writer's change in between (on
+    /// any host) is `409 changed_meanwhile`, so no change is lost and the `before` an
+    /// admin record shows is the policy that was replaced.
     async fn store(
         &self,
         tenant: &str,
         policy: &TenantApprovalPolicy,
         by: &str,
         at: DateTime<Utc>,
+        expected: i64,
     ) -> AppResult<i64> {
         let text = serde_json::to_string(policy).map_err(|e| corrupt(tenant, e))?;
-        const SQL: &str = "INSERT INTO approval_policies (tenant, policy, revision, updated_at, updated_by) \
-             VALUES ($1, $2, 1, $3, $4) \
-             ON CONFLICT (tenant) DO UPDATE SET policy = excluded.policy, \
-             revision = approval_policies.revision + 1, updated_at = excluded.updated_at, \
-             updated_by = excluded.updated_by RETURNING revision";
-        match &self.db {
-            Database::Postgres(pool) => sqlx::query_scalar(SQL)
-                .bind(tenant)
-                .bind(text)
-                .bind(at)
-                .bind(by)
-                .fetch_one(pool)
-                .await
-                .map_err(store_error),
-            Database::Sqlite(pool) => sqlx::query_scalar(SQL)
-                .bind(tenant)
-                .bind(text)
-                .bind(at.timestamp_micros())
-                .bind(by)
-                .fetch_one(pool)
-                .await
-                .map_err(store_error),
-        }
+        // The first store inserts (and finds the row taken if another got there first);
+        // later ones update only the revision they were computed from.
+        let sql = if expected == 0 {
+            "INSERT INTO approval_policies (tenant, policy, revision, updated_at, updated_by) \
+             VALUES ($1, $2, 1, $3, $4) ON CONFLICT (tenant) DO NOTHING RETURNING revision"
+        } else {
+            "UPDATE approval_policies SET policy = $2, revision = revision + 1, \
+             updated_at = $3, updated_by = $4 WHERE tenant = $1 AND revision = $5 \
+             RETURNING revision"
+        };
+        let revision: Option<i64> = match &self.db {
+            Database::Postgres(pool) => {
+                let query = sqlx::query_scalar(sql)
+                    .bind(tenant)
+                    .bind(text)
+                    .bind(at)
+                    .bind(by);
+                let query = if expected == 0 {
+                    query
+                } else {
+                    query.bind(expected)
+                };
+                query.fetch_optional(pool).await.map_err(store_error)?
+            }
+            Database::Sqlite(pool) => {
+                let query = sqlx::query_scalar(sql)
+                    .bind(tenant)
+                    .bind(text)
+                    .bind(at.timestamp_micros())
+                    .bind(by);
+                let query = if expected == 0 {
+                    query
+                } else {
+                    query.bind(expected)
+                };
+                query.fetch_optional(pool).await.map_err(store_error)?
+            }
+        };
+        revision.ok_or_else(|| AppError::Conflict {
+            code: "changed_meanwhile",
+            message: format!(
+                "the approval policy was changed by another request since revision {expected}; \
+                 read it again and retry"
+            ),
+        })
     }
 
     /// The tenant's policy as the deployment's file has it.
@@ -304,7 +330,7 @@ impl App {
             &who.tenant,
             &who.user,
             action,
-            self.policies.store(tenant, &new, &by, at),
+            self.policies.store(tenant, &new, &by, at, before.revision),
         )
         .await?;
         self.refresh_policy(&who.tenant).await?;

@@ -218,3 +218,50 @@ async fn only_admins_change_the_policy() {
         .unwrap();
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
 }
+
+/// Concurrent changes: each PUT replaces the revision it read, so racing PUTs either
+/// apply one after another or are refused `409 changed_meanwhile` with nothing stored;
+/// the revision counts exactly the changes that were applied, and every applied change's
+/// admin record names the policy it replaced (no update is lost, no record lies).
+#[tokio::test]
+async fn racing_policy_changes_are_applied_one_at_a_time_or_refused() {
+    let app = spawn_app().await;
+    const WRITERS: usize = 12;
+    let responses = futures::future::join_all(
+        (0..WRITERS)
+            .map(|i| put_policy(&app, json!({"tools": {format!("tasks.tool_{i}"): "deny"}}))),
+    )
+    .await;
+    let mut applied = 0;
+    for response in responses {
+        match response.status().as_u16() {
+            200 => applied += 1,
+            409 => {
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(body["error"]["code"], "changed_meanwhile", "{body}");
+            }
+            other => panic!("{other}: {}", response.text().await.unwrap()),
+        }
+    }
+    assert!(applied >= 1);
+    let stored = get_json(&app, "/v1/policy").await;
+    assert_eq!(stored["revision"], applied as i64, "{stored}");
+    // The applied changes form one chain: each one's `before` revision is the previous
+    // one's, from 0 up.
+    let mut befores: Vec<i64> = policy_actions(&app)
+        .await
+        .iter()
+        .map(|a| a["step"]["before"]["revision"].as_i64().unwrap())
+        .collect();
+    befores.sort();
+    let chain: Vec<i64> = (0..applied as i64).collect();
+    assert!(
+        chain.iter().all(|r| befores.contains(r)),
+        "applied changes' before-revisions {befores:?} should include {chain:?}"
+    );
+    assert_eq!(
+        befores.len(),
+        WRITERS,
+        "every attempt, applied or refused, is on record"
+    );
+}

@@ -45,6 +45,7 @@ async fn get_policy(
         (status = 400, description = "Malformed body: an unknown field or mode (the field is named).", body = ErrorBody),
         (status = 401, description = "No valid token.", body = ErrorBody),
         (status = 403, description = "Not an admin.", body = ErrorBody),
+        (status = 409, description = "`changed_meanwhile`: another request changed the policy while this one was applied; nothing of this one was stored (read it again and retry).", body = ErrorBody),
         (status = 413, description = "Body larger than max_body_bytes.", body = ErrorBody),
         (status = 415, description = "Not JSON.", body = ErrorBody),
         (status = 422, description = "A tool key is not `<plugin id>.<tool name>` (the key is named).", body = ErrorBody),
