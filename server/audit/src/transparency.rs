@@ -360,6 +360,12 @@ impl Transparency {
         Ok(self.ledger.latest_checkpoint(tenant).await?)
     }
 
+    /// The size of `tenant`'s tree as kept by this server, brought up to date: what a
+    /// proof is made against when the caller names no size.
+    pub async fn size(&self, tenant: &TenantId) -> Result<u64, ProofError> {
+        Ok(self.current(tenant).await?.size())
+    }
+
     /// Consistency proof between trees of `old` and `new` seals.
     pub async fn consistency(
         &self,

@@ -1249,3 +1249,60 @@ async fn the_purge_route_refuses_a_forged_actor_and_a_future_cutoff() {
     .await;
     assert_eq!(no_key["code"], "no_signing_key");
 }
+
+/// The proof routes answer from the server's kept tree: an inclusion proof of each seal
+/// in the current tree, a consistency proof between two sizes, and sizes out of range as
+/// `400` naming the query parameter.
+#[tokio::test]
+async fn proofs_are_served_for_the_current_tree_and_bad_sizes_name_the_parameter() {
+    let app = spawn_app().await;
+    let tasks = app.install_tasks(None).await;
+    for title in ["one", "two"] {
+        let response = app
+            .invoke(&tasks, "add_task", json!({"title": title}), None)
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    let get = |path: String| {
+        let app = &app;
+        async move { app.client.get(app.url(&path)).send().await.unwrap() }
+    };
+    let inclusion: Value = get("/v1/audit/proofs/inclusion?seal=0".into())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let size = inclusion["to"].as_u64().unwrap();
+    assert!(
+        size >= 4,
+        "two invocations open and seal two runs: {inclusion}"
+    );
+    assert_eq!(inclusion["leaf"], 0);
+    assert!(
+        !inclusion["proof"].as_array().unwrap().is_empty(),
+        "{inclusion}"
+    );
+    let consistency: Value = get(format!("/v1/audit/proofs/consistency?from=2&to={size}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(consistency["from"], 2);
+    assert_eq!(consistency["to"], size);
+    assert!(
+        !consistency["proof"].as_array().unwrap().is_empty(),
+        "{consistency}"
+    );
+    let error = expect_error(
+        get(format!("/v1/audit/proofs/inclusion?seal={size}")).await,
+        400,
+    )
+    .await;
+    assert_eq!(error["field"], "seal", "{error}");
+    let error = expect_error(
+        get(format!("/v1/audit/proofs/consistency?from={}", size + 1)).await,
+        400,
+    )
+    .await;
+    assert_eq!(error["field"], "from", "{error}");
+}

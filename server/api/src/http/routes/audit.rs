@@ -380,6 +380,15 @@ async fn verify(
     }))
 }
 
+/// A proof request's error: sizes out of range name the query `field`; the rest as
+/// [`proof_error`].
+fn out_of_range(field: &str, e: ProofError) -> ApiError {
+    match e {
+        ProofError::Merkle(e) => bad(field, e),
+        e => proof_error(e),
+    }
+}
+
 fn proof_error(e: ProofError) -> ApiError {
     match e {
         ProofError::Ledger(e) => e.into(),
@@ -490,15 +499,19 @@ async fn consistency_proof(
     AppQuery(params): AppQuery<ConsistencyParams>,
 ) -> ApiResult<AppJson<ProofView>> {
     user.require(Role::Auditor)?;
-    let tree = state
+    let to = match params.to {
+        Some(to) => to,
+        None => state
+            .transparency
+            .size(&user.tenant)
+            .await
+            .map_err(proof_error)?,
+    };
+    let proof = state
         .transparency
-        .tree(&user.tenant)
+        .consistency(&user.tenant, params.from, to)
         .await
-        .map_err(proof_error)?;
-    let to = params.to.unwrap_or(tree.size());
-    let proof = tree
-        .consistency(params.from, to)
-        .map_err(|e| bad("from", e))?;
+        .map_err(|e| out_of_range("from", e))?;
     Ok(AppJson(ProofView {
         from: params.from,
         to,
@@ -534,15 +547,19 @@ async fn inclusion_proof(
     AppQuery(params): AppQuery<InclusionParams>,
 ) -> ApiResult<AppJson<ProofView>> {
     user.require(Role::Auditor)?;
-    let tree = state
+    let size = match params.size {
+        Some(size) => size,
+        None => state
+            .transparency
+            .size(&user.tenant)
+            .await
+            .map_err(proof_error)?,
+    };
+    let proof = state
         .transparency
-        .tree(&user.tenant)
+        .inclusion(&user.tenant, params.seal, size)
         .await
-        .map_err(proof_error)?;
-    let size = params.size.unwrap_or(tree.size());
-    let proof = tree
-        .inclusion(params.seal, size)
-        .map_err(|e| bad("seal", e))?;
+        .map_err(|e| out_of_range("seal", e))?;
     Ok(AppJson(ProofView {
         from: size,
         to: size,
