@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use cairn_audit::{PluginId as LedgerPluginId, ToolName as LedgerToolName};
+use cairn_audit::{PluginId as LedgerPluginId, ToolCallName};
 use cairn_manifest::{PluginId, ToolSpec};
 use cairn_model::ToolDefinition;
 use jsonschema::Validator;
@@ -156,7 +156,7 @@ pub(crate) struct Entry {
     /// The plugin id as the ledger records it.
     pub ledger_plugin: LedgerPluginId,
     /// The tool name as the ledger records it (the manifest's name, not the model's).
-    pub ledger_tool: LedgerToolName,
+    pub ledger_tool: ToolCallName,
     /// The declaration.
     pub spec: ToolSpec,
     /// Its validators.
@@ -172,7 +172,7 @@ pub(crate) struct Catalog {
     by_model_name: HashMap<String, usize>,
     by_plugin_tool: HashMap<(String, String), usize>,
     definitions: Vec<ToolDefinition>,
-    offered: Vec<LedgerToolName>,
+    offered: Vec<ToolCallName>,
     /// The tool the run's first model request must call, when the selector decided.
     required_first: Option<String>,
 }
@@ -206,8 +206,7 @@ impl Catalog {
             let name = t.spec.name.as_str();
             let ledger_plugin = LedgerPluginId::parse(t.plugin.as_str())
                 .map_err(|e| format!("plugin {}: {e}", t.plugin))?;
-            let ledger_tool =
-                LedgerToolName::parse(name).map_err(|e| format!("tool {name}: {e}"))?;
+            let ledger_tool = ToolCallName::parse(name).map_err(|e| format!("tool {name}: {e}"))?;
             entries.push(Arc::new(Entry {
                 model_name,
                 schemas: cache.get(&t.plugin, &t.spec),
@@ -238,7 +237,7 @@ impl Catalog {
             .collect();
         let offered = entries
             .iter()
-            .map(|e| LedgerToolName::parse(e.model_name.as_str()))
+            .map(|e| ToolCallName::parse(e.model_name.as_str()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
         Ok(Self {
@@ -303,7 +302,7 @@ impl Catalog {
     pub(crate) fn by_recorded(
         &self,
         plugin: Option<&LedgerPluginId>,
-        tool: &LedgerToolName,
+        tool: &ToolCallName,
     ) -> Option<&Arc<Entry>> {
         let plugin = plugin?;
         self.by_plugin_tool
@@ -316,7 +315,7 @@ impl Catalog {
     pub(crate) fn model_name_of(
         &self,
         plugin: Option<&LedgerPluginId>,
-        tool: &LedgerToolName,
+        tool: &ToolCallName,
     ) -> String {
         self.by_recorded(plugin, tool)
             .map_or_else(|| tool.to_string(), |e| e.model_name.clone())
@@ -328,7 +327,7 @@ impl Catalog {
     }
 
     /// The names offered, as the ledger records them.
-    pub(crate) fn offered(&self) -> &[LedgerToolName] {
+    pub(crate) fn offered(&self) -> &[ToolCallName] {
         &self.offered
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use cairn_audit::{ApprovalOutcome, Hash, PluginId, StepKind, StepRecord, ToolName};
+use cairn_audit::{ApprovalOutcome, Hash, PluginId, StepKind, StepRecord, ToolCallName};
 use cairn_model::{ChatMessage, Role, ToolCall};
 use serde_json::{Value, json};
 
@@ -20,7 +20,7 @@ pub struct PendingCall {
     /// The plugin that provides the tool.
     pub plugin: Option<PluginId>,
     /// The tool's name within its plugin.
-    pub tool: ToolName,
+    pub tool: ToolCallName,
     /// The arguments the model gave (already valid against the tool's input schema).
     pub arguments: Value,
     /// SHA-256 of `arguments` in canonical JSON (RFC 8785) as recorded in the call's
@@ -36,7 +36,7 @@ pub struct PendingCall {
 pub(crate) struct RecordedCall {
     pub call_id: String,
     pub plugin: Option<PluginId>,
-    pub tool: ToolName,
+    pub tool: ToolCallName,
     pub arguments: Value,
 }
 
@@ -261,7 +261,7 @@ impl Transcript {
     pub(crate) fn messages(
         &self,
         system: Option<&str>,
-        name_of: impl Fn(Option<&PluginId>, &ToolName) -> String,
+        name_of: impl Fn(Option<&PluginId>, &ToolCallName) -> String,
     ) -> Vec<ChatMessage> {
         let mut out = Vec::with_capacity(self.items.len() * 2 + 1);
         if let Some(s) = system {
@@ -305,7 +305,7 @@ mod tests {
     fn call(id: &str, tool: &str, args: Value) -> StepKind {
         StepKind::ToolCall {
             plugin_id: Some(PluginId::parse("tasks").unwrap()),
-            tool_name: ToolName::parse(tool).unwrap(),
+            tool_name: ToolCallName::parse(tool).unwrap(),
             call_id: id.into(),
             arguments: args,
         }
@@ -333,14 +333,14 @@ mod tests {
             call("b", "list_tasks", Value::String("{not json".into())),
             StepKind::ToolResult {
                 plugin_id: None,
-                tool_name: ToolName::parse("list_tasks").unwrap(),
+                tool_name: ToolCallName::parse("list_tasks").unwrap(),
                 call_id: "b".into(),
                 result: json!({"count": 0}),
                 duration_ms: 1,
             },
             StepKind::ApprovalRequested {
                 plugin_id: None,
-                tool_name: ToolName::parse("add_task").unwrap(),
+                tool_name: ToolCallName::parse("add_task").unwrap(),
                 call_id: "a".into(),
                 reason: "not read-only".into(),
                 arguments_sha256: None,
@@ -359,7 +359,7 @@ mod tests {
         );
         t.apply(&StepKind::ToolError {
             plugin_id: None,
-            tool_name: ToolName::parse("add_task").unwrap(),
+            tool_name: ToolCallName::parse("add_task").unwrap(),
             call_id: "a".into(),
             error_type: "denied_by_user".into(),
             message: "no".into(),

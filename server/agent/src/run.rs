@@ -11,7 +11,7 @@ use std::time::Instant as StdInstant;
 
 use cairn_audit::{
     Actor, Hash, PluginId as LedgerPluginId, PolicyOutcome, RunId, StepKind, StepRecord, TenantId,
-    ToolName as LedgerToolName, UserId,
+    ToolCallName, UserId,
 };
 use cairn_model::grounding::{Grounding, check_arguments};
 use cairn_model::{
@@ -67,7 +67,7 @@ impl Actors {
 pub(crate) struct Planned {
     pub call_id: String,
     pub plugin: Option<LedgerPluginId>,
-    pub tool: LedgerToolName,
+    pub tool: ToolCallName,
     /// The arguments as recorded: the parsed object, or the raw text when it was not one.
     pub recorded_arguments: Value,
     pub action: Action,
@@ -791,8 +791,8 @@ fn normalise(mut response: ChatResponse, turn: u32) -> (ChatResponse, Vec<ToolCa
 
 /// A name the ledger accepts for whatever the model called: unknown names are recorded
 /// with characters outside `[A-Za-z0-9._-]` replaced, so even a garbled call is on file.
-fn ledger_tool_name(name: &str) -> Result<LedgerToolName> {
-    if let Ok(n) = LedgerToolName::parse(name) {
+fn ledger_tool_name(name: &str) -> Result<ToolCallName> {
+    if let Ok(n) = ToolCallName::parse(name) {
         return Ok(n);
     }
     let cleaned: String = name
@@ -811,7 +811,7 @@ fn ledger_tool_name(name: &str) -> Result<LedgerToolName> {
     } else {
         cleaned
     };
-    LedgerToolName::parse(cleaned).map_err(|e| AgentError::Invalid {
+    ToolCallName::parse(cleaned).map_err(|e| AgentError::Invalid {
         what: "tool name",
         reason: e.to_string(),
     })

@@ -70,7 +70,7 @@ impl TenantPolicy {
             let ok = key.split_once('.').is_some_and(|(p, t)| {
                 !t.contains('.')
                     && cairn_audit::PluginId::parse(p).is_ok()
-                    && cairn_audit::ToolName::parse(t).is_ok()
+                    && cairn_audit::ToolCallName::parse(t).is_ok()
             });
             if !ok {
                 return Err(AppError::unprocessable(

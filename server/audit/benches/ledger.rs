@@ -64,7 +64,7 @@ fn step(i: usize) -> NewStep {
     let step = if i.is_multiple_of(2) {
         StepKind::ToolCall {
             plugin_id: Some(PluginId::parse("tasks").unwrap()),
-            tool_name: ToolName::parse(format!("tool_{}", i % 10)).unwrap(),
+            tool_name: ToolCallName::parse(format!("tool_{}", i % 10)).unwrap(),
             call_id: format!("call-{i}"),
             arguments: serde_json::json!({"title": "Renew passport", "due": i}),
         }
@@ -351,7 +351,7 @@ async fn queries(l: &dyn Ledger, max_id: i64) -> (f64, f64) {
         let mut q = StepQuery::new(t.clone());
         q.limit = 50;
         match i % 3 {
-            0 => q.tool = Some(ToolName::parse(format!("tool_{}", seed % 10)).unwrap()),
+            0 => q.tool = Some(ToolCallName::parse(format!("tool_{}", seed % 10)).unwrap()),
             1 => q.user = Some(UserId::parse(format!("user{}", seed % 50)).unwrap()),
             _ => q = q.kind("model_response").unwrap(),
         }

@@ -3,11 +3,11 @@
 //!
 //! In the ledger a tool name is `gen_ai.tool.name`, the name a tool was offered or called
 //! under: [`cairn_ids::ToolCallName`], wider than a manifest's [`cairn_ids::ToolName`]
-//! (client tools, `plugin__tool` names, a model's unknown call). It keeps the name
-//! `ToolName` inside this crate until the ledger's own files are renamed.
+//! (client tools, `plugin__tool` names, a model's unknown call). The ledger has no
+//! `ToolName` of its own, so the manifest's cannot be mistaken for it.
 
 pub use cairn_ids::{
-    Actor, ConversationId, IdError, PluginId, RunId, TenantId, ToolCallName as ToolName, UserId,
+    Actor, ConversationId, IdError, PluginId, RunId, TenantId, ToolCallName, UserId,
 };
 
 use crate::error::LedgerError;

@@ -52,7 +52,7 @@ mod verify;
 
 pub use canonical::{Hash, arguments_sha256, canonical_json};
 pub use error::{LedgerError, Result};
-pub use ids::{Actor, ConversationId, PluginId, RunId, TenantId, ToolName, UserId};
+pub use ids::{Actor, ConversationId, PluginId, RunId, TenantId, ToolCallName, UserId};
 pub use ledger::{Backend, Database, Ledger, LedgerOptions};
 pub use model::{NewRun, NewStep, PurgeReport, PurgeRequest, Run, SealBody, StepRecord};
 pub use open::open;

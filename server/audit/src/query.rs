@@ -5,7 +5,7 @@ use futures::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::error::{LedgerError, Result};
-use crate::ids::{PluginId, RunId, TenantId, ToolName, UserId};
+use crate::ids::{PluginId, RunId, TenantId, ToolCallName, UserId};
 use crate::model::StepRecord;
 use crate::step::{RunStatus, StepKind};
 
@@ -23,7 +23,7 @@ pub struct StepQuery {
     /// Only steps that concern this plugin (`cairn.plugin.id`).
     pub plugin: Option<PluginId>,
     /// Only steps that concern this tool (`gen_ai.tool.name`).
-    pub tool: Option<ToolName>,
+    pub tool: Option<ToolCallName>,
     /// Only steps of this kind (a [`StepKind::KIND_NAMES`] entry; set with [`StepQuery::kind`]).
     kind: Option<&'static str>,
     /// Only steps of this run.

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::canonical::Hash;
-use crate::ids::{Actor, PluginId, ToolName, UserId};
+use crate::ids::{Actor, PluginId, ToolCallName, UserId};
 
 /// One step of a run. The `kind` tag names the variant in `snake_case`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -74,7 +74,7 @@ pub enum StepKind {
         model: String,
         /// The tools offered to the model for this request.
         #[serde(default)]
-        tools_offered: Vec<ToolName>,
+        tools_offered: Vec<ToolCallName>,
         /// How many messages the prompt held.
         message_count: u32,
     },
@@ -114,7 +114,7 @@ pub enum StepKind {
         plugin_id: Option<PluginId>,
         /// `gen_ai.tool.name`.
         #[serde(rename = "gen_ai.tool.name")]
-        tool_name: ToolName,
+        tool_name: ToolCallName,
         /// `gen_ai.tool.call.id`.
         #[serde(rename = "gen_ai.tool.call.id")]
         call_id: String,
@@ -136,7 +136,7 @@ pub enum StepKind {
             default,
             skip_serializing_if = "Option::is_none"
         )]
-        tool_name: Option<ToolName>,
+        tool_name: Option<ToolCallName>,
         /// `gen_ai.tool.call.id`, when the decision concerns one call.
         #[serde(
             rename = "gen_ai.tool.call.id",
@@ -164,7 +164,7 @@ pub enum StepKind {
         plugin_id: Option<PluginId>,
         /// `gen_ai.tool.name`.
         #[serde(rename = "gen_ai.tool.name")]
-        tool_name: ToolName,
+        tool_name: ToolCallName,
         /// `gen_ai.tool.call.id`.
         #[serde(rename = "gen_ai.tool.call.id")]
         call_id: String,
@@ -207,7 +207,7 @@ pub enum StepKind {
         plugin_id: Option<PluginId>,
         /// `gen_ai.tool.name`.
         #[serde(rename = "gen_ai.tool.name")]
-        tool_name: ToolName,
+        tool_name: ToolCallName,
         /// `gen_ai.tool.call.id`.
         #[serde(rename = "gen_ai.tool.call.id")]
         call_id: String,
@@ -227,7 +227,7 @@ pub enum StepKind {
         plugin_id: Option<PluginId>,
         /// `gen_ai.tool.name`.
         #[serde(rename = "gen_ai.tool.name")]
-        tool_name: ToolName,
+        tool_name: ToolCallName,
         /// `gen_ai.tool.call.id`.
         #[serde(rename = "gen_ai.tool.call.id")]
         call_id: String,
@@ -432,7 +432,7 @@ impl StepKind {
     }
 
     /// The tool this step concerns, if any (indexed for auditors' filters).
-    pub fn tool_name(&self) -> Option<&ToolName> {
+    pub fn tool_name(&self) -> Option<&ToolCallName> {
         match self {
             StepKind::ToolCall { tool_name, .. }
             | StepKind::ApprovalRequested { tool_name, .. }

@@ -49,7 +49,7 @@ async fn appends_form_a_chain_and_runs_end_sealed(h: &Harness) {
             step: StepKind::ModelRequest {
                 operation: "chat".into(),
                 model: "smollm2-135m".into(),
-                tools_offered: vec![ToolName::parse("add_task").unwrap()],
+                tools_offered: vec![ToolCallName::parse("add_task").unwrap()],
                 message_count: 2,
             },
         },
@@ -69,7 +69,7 @@ async fn appends_form_a_chain_and_runs_end_sealed(h: &Harness) {
             actor: actor("system"),
             step: StepKind::ApprovalRequested {
                 plugin_id: Some(PluginId::parse("tasks").unwrap()),
-                tool_name: ToolName::parse("add_task").unwrap(),
+                tool_name: ToolCallName::parse("add_task").unwrap(),
                 call_id: "call-1".into(),
                 reason: "not read-only".into(),
                 arguments_sha256: None,
@@ -101,7 +101,7 @@ async fn appends_form_a_chain_and_runs_end_sealed(h: &Harness) {
             actor: actor("system"),
             step: StepKind::PolicyDecision {
                 plugin_id: Some(PluginId::parse("tasks").unwrap()),
-                tool_name: Some(ToolName::parse("add_task").unwrap()),
+                tool_name: Some(ToolCallName::parse("add_task").unwrap()),
                 call_id: Some("call-1".into()),
                 subject: "egress https://tasks.example.com:443".into(),
                 decision: PolicyOutcome::Allowed,
@@ -113,7 +113,7 @@ async fn appends_form_a_chain_and_runs_end_sealed(h: &Harness) {
             actor: actor("plugin:tasks"),
             step: StepKind::ToolResult {
                 plugin_id: Some(PluginId::parse("tasks").unwrap()),
-                tool_name: ToolName::parse("add_task").unwrap(),
+                tool_name: ToolCallName::parse("add_task").unwrap(),
                 call_id: "call-1".into(),
                 result: serde_json::json!({"id": 7, "ratio": 0.1}),
                 duration_ms: 12,
@@ -600,7 +600,7 @@ async fn queries_filter_and_paginate_stably(h: &Harness) {
     assert_eq!(l.query(&q).await.unwrap().steps.len(), 3);
 
     let mut q = StepQuery::new(t.clone());
-    q.tool = Some(ToolName::parse("find_contact").unwrap());
+    q.tool = Some(ToolCallName::parse("find_contact").unwrap());
     let found = l.query(&q).await.unwrap().steps;
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].run_id, b.id);
@@ -913,7 +913,7 @@ async fn nul_characters_are_recorded_and_searchable(h: &Harness) {
             actor: actor("plugin:tasks"),
             step: StepKind::ToolResult {
                 plugin_id: Some(PluginId::parse("tasks").unwrap()),
-                tool_name: ToolName::parse("add_task").unwrap(),
+                tool_name: ToolCallName::parse("add_task").unwrap(),
                 call_id: "c\u{0}1".into(),
                 result: result.clone(),
                 duration_ms: 1,

@@ -226,7 +226,7 @@ pub fn tool_call(plugin: &str, tool: &str, call: &str) -> NewStep {
         actor: actor("model"),
         step: StepKind::ToolCall {
             plugin_id: Some(PluginId::parse(plugin).unwrap()),
-            tool_name: ToolName::parse(tool).unwrap(),
+            tool_name: ToolCallName::parse(tool).unwrap(),
             call_id: call.into(),
             arguments: serde_json::json!({"title": "Renew passport", "due": 3}),
         },

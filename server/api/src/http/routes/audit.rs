@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use cairn_audit::transparency::{Bundle, ProofError};
 use cairn_audit::{
     Actor, Cursor, LedgerError, PluginId, PurgeRequest, RunId, RunStatus, StepQuery, StepRecord,
-    ToolName, UserId,
+    ToolCallName, UserId,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -87,7 +87,7 @@ impl StepFilters {
             .transpose()?;
         query.tool = self
             .tool
-            .map(|t| ToolName::parse(t).map_err(|e| bad("tool", e)))
+            .map(|t| ToolCallName::parse(t).map_err(|e| bad("tool", e)))
             .transpose()?;
         query.run = self
             .run
