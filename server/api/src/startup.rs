@@ -43,7 +43,8 @@ impl Application {
             .await
             .context("opening the audit ledger")?;
         // Host state lives in the ledger's database; appends wake this host's event
-        // streams (and, on PostgreSQL, every host's, through the steps table's trigger).
+        // streams (and, on PostgreSQL, every host's, by a NOTIFY sent after each commit),
+        // and installation changes reach every host's kept catalogs the same way.
         let db = ledger.database();
         let notifier = RunNotifier::start(&db)
             .await
@@ -69,7 +70,7 @@ impl Application {
         runtime_config.kv = Arc::new(SqlKv::new(db));
         let runtime = Runtime::new(runtime_config).context("starting the plugin runtime")?;
         let secrets = Arc::new(secret_box(&config)?);
-        let registry = Registry::new(Arc::clone(&ledger), runtime, secrets);
+        let registry = Registry::new(Arc::clone(&ledger), runtime, secrets, notifier.clone());
         registry
             .import_data_dir(&config.data_dir)
             .await

@@ -26,8 +26,8 @@ mod notify;
 pub use import::{ImportError, ImportReport, import_json_kv};
 pub use kv::SqlKv;
 pub use notify::{
-    FollowEvent, FollowOptions, NotifyError, NotifyingLedger, RunNotifier, RunSubscription,
-    STEP_CHANNEL, follow,
+    CATALOG_CHANNEL, CatalogVersion, FollowEvent, FollowOptions, NotifyError, NotifyingLedger,
+    RunNotifier, RunSubscription, STEP_CHANNEL, follow,
 };
 
 mod installations;

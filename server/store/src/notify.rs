@@ -18,6 +18,15 @@
 //! nothing but a channel send. The price: steps written by something other than a Cairn
 //! host (no wrapper) are not announced, and its followers see them on the fallback read.
 //!
+//! The same connection carries installation changes ([`CATALOG_CHANNEL`], payload: the
+//! tenant): each host keeps every tenant's list of enabled plugins in memory
+//! ([`RunNotifier::catalog_version`] says whether a kept list is still current), and a
+//! host that installs, enables, disables, upgrades or uninstalls a plugin announces it
+//! with [`RunNotifier::catalog_changed`], so the others drop their copy. A lost
+//! notification costs staleness, not safety: a reconnected listener changes every
+//! tenant's version, the keeper re-reads after a bounded age anyway, and calling a tool
+//! always reads the installation itself.
+//!
 //! A notification carries no data and no tenant: it only wakes a follower, which reads the
 //! new steps through the ledger under its own tenant ([`follow`]). A lost notification (a
 //! dropped `LISTEN` connection, a failed `pg_notify`) costs latency, not steps:
@@ -25,6 +34,7 @@
 //! slow timer.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +50,48 @@ use uuid::Uuid;
 
 /// The PostgreSQL channel step notifications travel on.
 pub const STEP_CHANNEL: &str = "cairn_steps";
+
+/// The PostgreSQL channel on which hosts announce that a tenant's installations changed;
+/// the payload is the tenant.
+pub const CATALOG_CHANNEL: &str = "cairn_catalog";
+
+/// Which version of a tenant's installations a host has heard of: equal versions mean no
+/// change was announced in between. Opaque; compare with `==`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CatalogVersion {
+    epoch: u64,
+    tenant: u64,
+}
+
+/// Announced installation changes per tenant, and an epoch for "anything may have
+/// changed" (notifications lost while the listener was down).
+#[derive(Default)]
+struct Catalogs {
+    epoch: AtomicU64,
+    tenants: Mutex<HashMap<String, u64>>,
+}
+
+impl Catalogs {
+    fn version(&self, tenant: &str) -> CatalogVersion {
+        // The epoch is read first: a bump of either after this read makes the version a
+        // keeper stores with its list older than the next one it is compared with.
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let tenants = self.tenants.lock().expect("catalog versions lock");
+        CatalogVersion {
+            epoch,
+            tenant: tenants.get(tenant).copied().unwrap_or(0),
+        }
+    }
+
+    fn changed(&self, tenant: &str) {
+        let mut tenants = self.tenants.lock().expect("catalog versions lock");
+        *tenants.entry(tenant.to_owned()).or_default() += 1;
+    }
+
+    fn all_changed(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+}
 
 /// Why the notifier could not start.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +132,9 @@ impl Runs {
 
 struct Shared {
     runs: Arc<Runs>,
+    catalogs: Arc<Catalogs>,
+    /// PostgreSQL: the pool installation changes are announced through.
+    pool: Option<sqlx::PgPool>,
     /// PostgreSQL: where this host's appends are queued for `pg_notify`.
     publish: Option<mpsc::Sender<(Uuid, u64)>>,
     /// PostgreSQL: the listener and publisher tasks, stopped with the notifier.
@@ -120,6 +175,8 @@ impl RunNotifier {
         Self {
             shared: Arc::new(Shared {
                 runs: Arc::default(),
+                catalogs: Arc::default(),
+                pool: None,
                 publish: None,
                 tasks: Vec::new(),
             }),
@@ -136,16 +193,19 @@ impl RunNotifier {
             return Ok(Self::local());
         };
         let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
-        listener.listen(STEP_CHANNEL).await?;
+        listener.listen_all([STEP_CHANNEL, CATALOG_CHANNEL]).await?;
         let runs = Arc::<Runs>::default();
+        let catalogs = Arc::<Catalogs>::default();
         let (publish, queue) = mpsc::channel(PUBLISH_QUEUE);
         let tasks = vec![
-            tokio::spawn(listen(listener, Arc::clone(&runs))),
+            tokio::spawn(listen(listener, Arc::clone(&runs), Arc::clone(&catalogs))),
             tokio::spawn(publish_all(pool.clone(), queue)),
         ];
         Ok(Self {
             shared: Arc::new(Shared {
                 runs,
+                catalogs,
+                pool: Some(pool.clone()),
                 publish: Some(publish),
                 tasks,
             }),
@@ -181,6 +241,29 @@ impl RunNotifier {
         }
     }
 
+    /// The version of `tenant`'s installations this host has heard of. Read it before
+    /// reading the installations, and keep the list only while it stays the same.
+    pub fn catalog_version(&self, tenant: &str) -> CatalogVersion {
+        self.shared.catalogs.version(tenant)
+    }
+
+    /// Announces that `tenant`'s installations changed (after the change committed): at
+    /// once on this host, and through [`CATALOG_CHANNEL`] on the others. A failed
+    /// announcement is logged; other hosts then see the change when their kept list
+    /// expires.
+    pub async fn catalog_changed(&self, tenant: &str) {
+        self.shared.catalogs.changed(tenant);
+        if let Some(pool) = &self.shared.pool
+            && let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CATALOG_CHANNEL)
+                .bind(tenant)
+                .execute(pool)
+                .await
+        {
+            tracing::warn!(error = %e, tenant, "announcing an installation change failed");
+        }
+    }
+
     /// How many runs this process follows (for tests and metrics).
     pub fn followed_runs(&self) -> usize {
         self.shared
@@ -193,9 +276,14 @@ impl RunNotifier {
 }
 
 /// The listener task: one `LISTEN` connection per host, fanned out in-process.
-async fn listen(mut listener: sqlx::postgres::PgListener, runs: Arc<Runs>) {
+async fn listen(
+    mut listener: sqlx::postgres::PgListener,
+    runs: Arc<Runs>,
+    catalogs: Arc<Catalogs>,
+) {
     loop {
         match listener.try_recv().await {
+            Ok(Some(n)) if n.channel() == CATALOG_CHANNEL => catalogs.changed(n.payload()),
             Ok(Some(n)) => match parse_payload(n.payload()) {
                 Some((run, seq)) => runs.notify(run, seq),
                 None => tracing::warn!(payload = n.payload(), "malformed step notification"),
@@ -204,11 +292,13 @@ async fn listen(mut listener: sqlx::postgres::PgListener, runs: Arc<Runs>) {
                 // The connection dropped and was re-opened: anything sent meanwhile is lost.
                 tracing::warn!("the run notification connection dropped; followers re-read");
                 runs.wake_all();
+                catalogs.all_changed();
             }
             Err(sqlx::Error::PoolClosed) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "run notifications unavailable; retrying in 1 s");
                 runs.wake_all();
+                catalogs.all_changed();
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }

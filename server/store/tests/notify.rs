@@ -370,3 +370,43 @@ both_stores!(
     a_lost_notification_costs_latency_not_steps,
     following_resumes_after_a_seq_and_ends_with_the_run,
 );
+
+/// An installation change announced through host A changes B's version of that tenant's
+/// catalog (within a second; B learns only by `NOTIFY`), and no other tenant's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pg_an_installation_change_announced_on_one_host_reaches_another() {
+    let t = TestDb::pg().await;
+    let notifier_a = RunNotifier::start(&t.db()).await.unwrap();
+    let host_b = t.second_host().await;
+    let notifier_b = RunNotifier::start(&host_b.database()).await.unwrap();
+    let (before, other) = (
+        notifier_b.catalog_version("acme"),
+        notifier_b.catalog_version("globex"),
+    );
+    let a_before = notifier_a.catalog_version("acme");
+    notifier_a.catalog_changed("acme").await;
+    assert_ne!(
+        notifier_a.catalog_version("acme"),
+        a_before,
+        "A itself, at once"
+    );
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while notifier_b.catalog_version("acme") == before {
+        assert!(Instant::now() < deadline, "B never heard of the change");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(notifier_b.catalog_version("globex"), other);
+}
+
+/// On one process (SQLite) the change is seen at once, and only for its tenant.
+#[tokio::test]
+async fn a_local_installation_change_is_seen_at_once() {
+    let notifier = RunNotifier::local();
+    let (acme, globex) = (
+        notifier.catalog_version("acme"),
+        notifier.catalog_version("globex"),
+    );
+    notifier.catalog_changed("acme").await;
+    assert_ne!(notifier.catalog_version("acme"), acme);
+    assert_eq!(notifier.catalog_version("globex"), globex);
+}

@@ -11,6 +11,12 @@
 //!   tenants' listings, calls and runs go on meanwhile. Loaded plugins and parsed
 //!   manifests are cached per (installation, revision): a change made through any host
 //!   bumps the revision, so every host reloads on its next use.
+//! - **One kept catalog per tenant.** The list of a tenant's enabled plugins that every
+//!   run starts from is read once and kept, not queried per run. Every admin action
+//!   announces the change ([`RunNotifier::catalog_changed`]: at once on this host, by
+//!   `NOTIFY` on the others), which drops the kept list; a list is also re-read after
+//!   [`CATALOG_MAX_AGE`] in case an announcement was lost. Calling a tool never trusts
+//!   the kept list: it reads the installation (enabled, revision) itself.
 //! - **Admin actions are audited.** Install, enable, disable, settings, upgrade and
 //!   uninstall are each a run in the ledger: an `admin_action` step (who, what, before and
 //!   after) recorded *before* the change is applied, then the outcome — through
@@ -25,6 +31,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cairn_app::AppError;
@@ -32,7 +39,10 @@ use cairn_app::admin::{AdminAction, audited};
 use cairn_audit::{Ledger, TenantId, UserId};
 use cairn_manifest::Manifest;
 use cairn_runtime::{Plugin, Runtime, RuntimeError};
-use cairn_store::{InstallationChange, InstallationRow, Installations, SecretBox, StoreError};
+use cairn_store::{
+    CatalogVersion, InstallationChange, InstallationRow, Installations, RunNotifier, SecretBox,
+    StoreError,
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -220,6 +230,21 @@ pub struct Registry {
     manifests: Mutex<HashMap<(Uuid, i64), Arc<Manifest>>>,
     /// Loaded plugins by installation; the lock is held only to find or insert a cell.
     loaded: Mutex<HashMap<Uuid, Arc<Loaded>>>,
+    /// Announces installation changes and says whether a kept catalog is current.
+    notifier: RunNotifier,
+    /// Each tenant's enabled plugins, as last read.
+    catalogs: Mutex<HashMap<String, KeptCatalog>>,
+}
+
+/// How long a tenant's kept catalog is used without re-reading it: the bound on staleness
+/// should another host's announcement of a change be lost.
+pub const CATALOG_MAX_AGE: Duration = Duration::from_secs(5);
+
+/// A tenant's enabled plugins as read at `version`.
+struct KeptCatalog {
+    version: CatalogVersion,
+    read_at: Instant,
+    manifests: Arc<[Arc<Manifest>]>,
 }
 
 /// An installation row with its parsed manifest.
@@ -277,9 +302,14 @@ fn secret_place(row: &InstallationRow, setting: &str) -> String {
 }
 
 impl Registry {
-    /// The registry over `ledger`'s database, loading plugins into `runtime` and
-    /// recording admin actions in `ledger`.
-    pub fn new(ledger: Arc<dyn Ledger>, runtime: Runtime, secrets: Arc<SecretBox>) -> Self {
+    /// The registry over `ledger`'s database, loading plugins into `runtime`, recording
+    /// admin actions in `ledger` and announcing them through `notifier`.
+    pub fn new(
+        ledger: Arc<dyn Ledger>,
+        runtime: Runtime,
+        secrets: Arc<SecretBox>,
+        notifier: RunNotifier,
+    ) -> Self {
         Self {
             store: Installations::new(ledger.database()),
             runtime,
@@ -287,6 +317,8 @@ impl Registry {
             secrets,
             manifests: Mutex::new(HashMap::new()),
             loaded: Mutex::new(HashMap::new()),
+            notifier,
+            catalogs: Mutex::new(HashMap::new()),
         }
     }
 
@@ -337,7 +369,10 @@ impl Registry {
             before,
             after,
         };
-        audited(self.ledger.as_ref(), tenant, user, action, apply).await
+        let outcome = audited(self.ledger.as_ref(), tenant, user, action, apply).await;
+        // Announced whatever the outcome: a failure may have come after the change.
+        self.notifier.catalog_changed(tenant.as_str()).await;
+        outcome
     }
 
     /// Installs a package for a tenant (disabled until enabled).
@@ -659,18 +694,45 @@ impl Registry {
         Ok(plugin.clone())
     }
 
-    /// The manifests of a tenant's enabled plugins: the tools its runs may use.
+    /// The manifests of a tenant's enabled plugins: the tools its runs may use. Kept per
+    /// tenant until a change is announced or [`CATALOG_MAX_AGE`] passes.
     pub async fn enabled_manifests(
         &self,
         tenant: &TenantId,
-    ) -> Result<Vec<Arc<Manifest>>, RegistryError> {
-        self.store
+    ) -> Result<Arc<[Arc<Manifest>]>, RegistryError> {
+        // Read before the installations: a change announced during the read leaves the
+        // kept copy older than the next version compared with it.
+        let version = self.notifier.catalog_version(tenant.as_str());
+        if let Some(kept) = self
+            .catalogs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tenant.as_str())
+            .filter(|k| k.version == version && k.read_at.elapsed() < CATALOG_MAX_AGE)
+        {
+            return Ok(Arc::clone(&kept.manifests));
+        }
+        let read_at = Instant::now();
+        let manifests: Arc<[Arc<Manifest>]> = self
+            .store
             .list(tenant.as_str())
             .await?
             .iter()
             .filter(|r| r.enabled)
             .map(|r| self.manifest_of(r))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        self.catalogs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                tenant.to_string(),
+                KeptCatalog {
+                    version,
+                    read_at,
+                    manifests: Arc::clone(&manifests),
+                },
+            );
+        Ok(manifests)
     }
 
     /// The loaded plugin the tenant enabled under the manifest id `plugin_id` (what the

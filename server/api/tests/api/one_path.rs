@@ -681,6 +681,62 @@ async fn two_hosts_share_one_database() {
     assert!(events.contains("\"final_answer\""), "{events}");
     assert!(events.contains("event: end"), "{events}");
     assert_eq!(driving.await.unwrap()["answer"], "Followed.");
+
+    // B keeps the tenant's catalog: a run on B just now offered the tasks tools. Disabled
+    // through A, the plugin is gone from B's next runs within a second, well before B's
+    // kept copy would expire (CATALOG_MAX_AGE, 5 s): A's announcement reached B.
+    model.push((0..21).map(|_| Step::text("No tools here.")));
+    let offered_by_b = |seen: usize| {
+        model.requests()[seen]["tools"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let seen = model.requests().len();
+    let run: Value = client
+        .post(b.url("/v1/runs"))
+        .json(&json!({"message": "what is on my task list?"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(run["status"], "completed", "{run}");
+    assert!(
+        offered_by_b(seen) > 0,
+        "B offered no tools while tasks was enabled"
+    );
+    let response = client
+        .post(a.url(&format!("/v1/plugins/{id}/disable")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let disabled_at = std::time::Instant::now();
+    let offered = loop {
+        let seen = model.requests().len();
+        let run: Value = client
+            .post(b.url("/v1/runs"))
+            .json(&json!({"message": "what is on my task list?"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(run["status"], "completed", "{run}");
+        let offered = offered_by_b(seen);
+        if offered == 0 || disabled_at.elapsed() > std::time::Duration::from_secs(1) {
+            break offered;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        offered,
+        0,
+        "B still offered the disabled plugin's tools {:?} after the disable",
+        disabled_at.elapsed()
+    );
     assert_eq!(
         client
             .get(a.url("/v1/audit/verify"))
