@@ -528,6 +528,20 @@ impl Host {
     }
 }
 
+/// Starts a run on `host` asking for the task list; it must complete.
+async fn run_to_completion_on(host: &Host) {
+    let run: Value = crate::helpers::http_client()
+        .post(host.url("/v1/runs"))
+        .json(&json!({"message": "what is on my task list?"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(run["status"], "completed", "{run}");
+}
+
 /// The run of the `n`th model request (from 0) in the ledger, once it is recorded.
 async fn run_of_model_request(host: &Host, n: usize) -> String {
     let client = crate::helpers::http_client();
@@ -692,16 +706,7 @@ async fn two_hosts_share_one_database() {
             .map_or(0, Vec::len)
     };
     let seen = model.requests().len();
-    let run: Value = client
-        .post(b.url("/v1/runs"))
-        .json(&json!({"message": "what is on my task list?"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(run["status"], "completed", "{run}");
+    run_to_completion_on(&b).await;
     assert!(
         offered_by_b(seen) > 0,
         "B offered no tools while tasks was enabled"
@@ -715,16 +720,7 @@ async fn two_hosts_share_one_database() {
     let disabled_at = std::time::Instant::now();
     let offered = loop {
         let seen = model.requests().len();
-        let run: Value = client
-            .post(b.url("/v1/runs"))
-            .json(&json!({"message": "what is on my task list?"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(run["status"], "completed", "{run}");
+        run_to_completion_on(&b).await;
         let offered = offered_by_b(seen);
         if offered == 0 || disabled_at.elapsed() > std::time::Duration::from_secs(1) {
             break offered;

@@ -499,14 +499,7 @@ async fn consistency_proof(
     AppQuery(params): AppQuery<ConsistencyParams>,
 ) -> ApiResult<AppJson<ProofView>> {
     user.require(Role::Auditor)?;
-    let to = match params.to {
-        Some(to) => to,
-        None => state
-            .transparency
-            .size(&user.tenant)
-            .await
-            .map_err(proof_error)?,
-    };
+    let to = size_or_current(&state, &user, params.to).await?;
     let proof = state
         .transparency
         .consistency(&user.tenant, params.from, to)
@@ -518,6 +511,18 @@ async fn consistency_proof(
         leaf: None,
         proof,
     }))
+}
+
+/// The tree size a proof request named, or the tenant's current one.
+async fn size_or_current(state: &AppState, user: &AuthUser, given: Option<u64>) -> ApiResult<u64> {
+    match given {
+        Some(size) => Ok(size),
+        None => state
+            .transparency
+            .size(&user.tenant)
+            .await
+            .map_err(proof_error),
+    }
 }
 
 /// Which seal, in which tree.
@@ -547,14 +552,7 @@ async fn inclusion_proof(
     AppQuery(params): AppQuery<InclusionParams>,
 ) -> ApiResult<AppJson<ProofView>> {
     user.require(Role::Auditor)?;
-    let size = match params.size {
-        Some(size) => size,
-        None => state
-            .transparency
-            .size(&user.tenant)
-            .await
-            .map_err(proof_error)?,
-    };
+    let size = size_or_current(&state, &user, params.size).await?;
     let proof = state
         .transparency
         .inclusion(&user.tenant, params.seal, size)
